@@ -1,0 +1,1 @@
+"""The ``qdbev`` command line. One module per verb; ``main`` wires them up explicitly."""

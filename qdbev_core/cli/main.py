@@ -1,0 +1,60 @@
+"""``qdbev <verb> [options]``: entry point of the offline tooling.
+
+Every verb lives in its own module of this package and exposes ``add_arguments(parser)`` and
+``run(args) -> int``. Modules keep heavy imports (torch, the nuScenes devkit) inside ``run`` so
+``qdbev --help`` stays fast. Failures print one line ``qdbev <verb>: error: ...`` on stderr and
+exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from . import data_check, eval_cmd, synth
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def _verbs() -> list[tuple[str, ModuleType, str]]:
+    return [
+        ("synth", synth, "generate a SynthScenes dataset in the nuScenes on-disk format"),
+        ("data", data_check, "inspect and validate a nuScenes-format dataroot"),
+        ("eval", eval_cmd, "score a nuScenes results JSON with the official devkit"),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qdbev",
+        description="qdbev: quantized multi-camera BEV 3D detection — data, training, evaluation, export.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+    for name, module, help_text in _verbs():
+        p = sub.add_parser(
+            name, help=help_text, description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (CliError, FileNotFoundError, ValueError) as exc:
+        print(f"qdbev {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qdbev {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared pytest fixtures and the environment every test runs in.
+
+DDS traffic must stay on this machine's loopback: every test process gets
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a ``ROS_DOMAIN_ID`` of its own (derived from
+the pytest-xdist worker / process id), set here before any test can import rclpy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def synth_dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SynthScenes dataset (nuScenes v1.0-mini layout), generated once per session.
+
+    4 scenes x 6 samples at image scale 0.25, seed 7; ``synth_train`` / ``synth_val`` splits.
+    """
+    from qdbev_core.data.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("synthscenes")
+    generate_dataset(SynthConfig(out=out, scenes=4, samples=6, image_scale=0.25, seed=7, progress=False))
+    return out
