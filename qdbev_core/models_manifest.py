@@ -1,0 +1,76 @@
+"""``models/manifest.yaml``: the bundled models by name, and loading a model by name or path.
+
+Each manifest entry names a weights file under ``models/`` and its sha256; a file that does not
+match is refused. A path to any ``.safetensors`` file with a qdbev sidecar works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointError, load_into, load_weights, read_sidecar
+
+
+def models_dir() -> Path:
+    """``$QDBEV_MODELS_DIR``, else the repo's / installed share's ``models/`` folder."""
+    env = os.environ.get("QDBEV_MODELS_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "models", here.parents[3] / "share" / "qdbev" / "models" if len(here.parents) > 3 else None):
+        if cand is not None and (cand / "manifest.yaml").is_file():
+            return cand
+    return here.parent / "models"
+
+
+def read_manifest(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{name: entry}`` from ``manifest.yaml`` (``{}`` when there is none yet)."""
+    import yaml
+
+    path = path or models_dir() / "manifest.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    entries = data.get("models", [])
+    return {e["name"]: e for e in entries}
+
+
+def resolve_model(model: str | Path) -> tuple[Path, str | None, dict[str, Any] | None]:
+    """``(weights path, expected sha256 or None, manifest entry or None)`` for a name or a path."""
+    manifest = read_manifest()
+    if str(model) in manifest:
+        entry = manifest[str(model)]
+        return models_dir() / entry["file"], entry.get("sha256"), entry
+    path = Path(model)
+    if path.suffix == ".safetensors" or path.exists():
+        return path, None, None
+    known = ", ".join(manifest) or "(manifest empty)"
+    raise CheckpointError(f"model {model!r} is neither a name in {models_dir() / 'manifest.yaml'} ({known}) nor a file")
+
+
+def config_from_dict(d: dict[str, Any]):
+    """``ModelConfig`` from its ``to_dict()`` form (JSON lists back to tuples)."""
+    from .model.config import ModelConfig
+
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise CheckpointError(f"model config has unknown fields {unknown}: written by a newer qdbev?")
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}).validate()
+
+
+def load_model(model: str | Path):
+    """A ``BEVDetector`` (eval mode, CPU) with verified weights, from a name or a path."""
+    from .model import BEVDetector
+
+    path, sha, _ = resolve_model(model)
+    meta = read_sidecar(path) if path.is_file() else {}
+    state, meta = load_weights(path, expected_sha256=sha)
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: sidecar has no 'config'; cannot rebuild the model")
+    net = BEVDetector(config_from_dict(meta["config"]))
+    load_into(net, state, path)
+    return net.eval()

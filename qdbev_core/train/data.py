@@ -1,0 +1,92 @@
+"""Training samples as tensors: reader ``Sample`` -> preprocessed, augmented model inputs.
+
+Every item is a pure function of ``(index, seed)``, so a run resumed from a checkpoint sees
+exactly the batches it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.reader import NuScenesReader
+from ..preprocess import ego_motion, prepare_frame
+from .augment import BevAugmentConfig, apply_bev_transform, sample_bev_transform
+
+
+@dataclass
+class DataConfig:
+    """How training samples are prepared.
+
+    ``input_hw`` is the network input (H, W) in pixels; ``augment=None`` disables the BEV
+    augmentation; ``temporal`` also returns the previous sample of the scene (for training the
+    temporal self-attention); ``max_gt_range_m`` drops GT farther than that from the ego.
+    """
+
+    input_hw: tuple[int, int]
+    augment: BevAugmentConfig | None = None
+    temporal: bool = False
+    max_gt_range_m: float = 60.0
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """``dataset[(index, seed)]`` -> dict of tensors for one sample (see ``_item``)."""
+
+    def __init__(self, reader: NuScenesReader, cfg: DataConfig) -> None:
+        self.reader = reader
+        self.cfg = cfg
+        index = {t: i for i, t in enumerate(reader.sample_tokens)}
+        self._prev = [index.get(reader.nusc.get("sample", t)["prev"], -1) for t in reader.sample_tokens]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, seed = key
+        rng = np.random.default_rng(seed)
+        aug = sample_bev_transform(self.cfg.augment, rng) if self.cfg.augment is not None else np.eye(4)
+        item = self._item(index, aug)
+        prev = self._prev[index]
+        if self.cfg.temporal:
+            if prev >= 0:
+                p = self._item(prev, aug, with_gt=False)
+                item["prev_img"], item["prev_intrinsics"], item["prev_cam2ego"] = p["img"], p["intrinsics"], p["cam2ego"]
+                # prev->cur motion expressed in the augmented frames: A M A^-1
+                m = aug @ ego_motion(p["_ego2global"], item["_ego2global"]) @ np.linalg.inv(aug)
+                item["ego_motion"] = torch.from_numpy(m.astype(np.float32))
+                item["has_prev"] = torch.tensor(True)
+            else:
+                item["prev_img"] = torch.zeros_like(item["img"])
+                item["prev_intrinsics"], item["prev_cam2ego"] = item["intrinsics"], item["cam2ego"]
+                item["ego_motion"] = torch.eye(4)
+                item["has_prev"] = torch.tensor(False)
+        item.pop("_ego2global")
+        return item
+
+    def _item(self, index: int, aug: np.ndarray, with_gt: bool = True) -> dict:
+        s = self.reader[index]
+        net = prepare_frame(s.frame, self.cfg.input_hw)
+        boxes, cam2ego = apply_bev_transform(aug, s.gt_boxes, net.cam2ego.astype(np.float64))
+        keep = np.hypot(boxes[:, 0], boxes[:, 1]) <= self.cfg.max_gt_range_m if len(boxes) else np.zeros(0, bool)
+        out = {
+            "img": torch.from_numpy(net.img),
+            "intrinsics": torch.from_numpy(net.intrinsics),
+            "cam2ego": torch.from_numpy(cam2ego.astype(np.float32)),
+            "index": torch.tensor(index),
+            "_ego2global": s.frame.ego2global,
+        }
+        if with_gt:
+            out["gt_boxes"] = torch.from_numpy(boxes[keep].astype(np.float32))
+            out["gt_labels"] = torch.from_numpy(s.gt_labels[keep])
+        return out
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict:
+    """Stack fixed-size tensors; keep per-sample GT as lists (variable box counts)."""
+    out: dict = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        out[key] = vals if key in ("gt_boxes", "gt_labels") else torch.stack(vals)
+    return out

@@ -1,0 +1,317 @@
+"""Full-precision training loop: AdamW + warm-up/cosine, clipping, checkpoints, exact resume.
+
+Run layout (``cfg.out``)::
+
+    config.json                 TrainConfig + model config of the run
+    metrics.csv                 one row per logged step: lr, every loss term, s/step; NDS rows
+    curves.png                  loss (and NDS) vs step
+    checkpoints/last.pt         full training state (model, optimizer, scheduler, RNG, step)
+    model.safetensors + .json   the weights (and sidecar) of the latest checkpoint / final model
+    eval/step_XXXXXX/           results.json + the devkit's metrics_summary.json
+
+Exact resume: every training item is a pure function of ``(sample index, seed)`` drawn from a
+per-step schedule, and RNG states are checkpointed, so an interrupted run continues with the
+same batches and the same next-step loss. Multi-process (``torchrun``): DDP, gloo on CPU or
+NCCL on CUDA; rank r takes items ``r::world`` of each global batch; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..checkpoint import save_weights
+from ..classes import CLASS_NAMES
+from ..data.reader import NuScenesReader
+from ..model import BEVDetector, DetectionLoss, get_config
+from .augment import BevAugmentConfig
+from .config import TrainConfig
+from .data import DataConfig, DetectionDataset, collate
+from .schedule import warmup_cosine
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN/Inf."""
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Yields ``(index, item_seed)`` for steps ``start..steps`` of this rank's share.
+
+    Global position ``p`` maps to epoch ``p // n`` and slot ``p % n`` of that epoch's
+    permutation (seeded by ``seed + epoch``); the item seed is derived from ``(seed, p)``.
+    """
+
+    def __init__(self, n: int, start_step: int, steps: int, batch: int, rank: int, world: int, seed: int):
+        self.n, self.start, self.steps, self.batch = n, start_step, steps, batch
+        self.rank, self.world, self.seed = rank, world, seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng(self.seed + epoch).permutation(self.n)}
+        return self._perms[epoch]
+
+    def __iter__(self):
+        gb = self.batch * self.world
+        for step in range(self.start, self.steps):
+            for j in range(self.batch):
+                p = step * gb + self.rank + j * self.world
+                yield int(self._perm(p // self.n)[p % self.n]), int((self.seed * 1_000_003 + p) % (2**31))
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start) * self.batch
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and embeddings; backbone LR multiplier."""
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = cfg.lr * (cfg.backbone_lr_mult if name.startswith("backbone.") else 1.0)
+        wd = cfg.weight_decay if p.dim() >= 2 and "embed" not in name else 0.0
+        groups.setdefault((lr, wd), []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": lr, "weight_decay": wd, "initial_lr": lr} for (lr, wd), ps in groups.items()],
+        lr=cfg.lr,
+    )
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def training_step_losses(model, criterion, batch: dict, temporal: bool) -> dict[str, torch.Tensor]:
+    """Forward + loss for one batch (the previous frame's BEV is computed without gradients)."""
+    core = model.module if hasattr(model, "module") else model
+    prev_bev = ego_motion = prev_valid = None
+    if temporal and "prev_img" in batch:
+        with torch.no_grad():
+            prev_bev, _, _ = core.extract_bev(batch["prev_img"], batch["prev_intrinsics"], batch["prev_cam2ego"])
+        ego_motion = batch["ego_motion"]
+        prev_valid = batch["has_prev"].float()
+    out = model(batch["img"], batch["intrinsics"], batch["cam2ego"], prev_bev, ego_motion, prev_valid)
+    targets = [{"boxes": b, "labels": lb} for b, lb in zip(batch["gt_boxes"], batch["gt_labels"])]
+    return criterion(out, targets)
+
+
+def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train (or resume) the run in ``cfg.out``; returns the last logged metrics.
+
+    ``stop_at`` ends this invocation after that step with a checkpoint, as an interruption
+    would (the schedule still spans ``cfg.steps``); rerunning resumes there. Resuming with a
+    different ``cfg.steps`` stretches the cosine schedule from that point on.
+    """
+    from tqdm import tqdm
+
+    rank, world, local = _dist_info()
+    device = torch.device(cfg.device if not cfg.device.startswith("cuda") else f"cuda:{local}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA GPU is available; use --device cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoints" / "last.pt"
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model_cfg = get_config(cfg.model, **cfg.model_overrides)
+    model = BEVDetector(model_cfg).to(device)
+    criterion = DetectionLoss(model_cfg)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    )
+    start = 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        start = int(state["step"])
+        if rank == 0:
+            print(f"resuming {out} at step {start}", file=sys.stderr)
+    else:
+        torch.manual_seed(cfg.seed + 1000 * rank)
+    ddp = world > 1
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
+
+    reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
+    data_cfg = DataConfig(input_hw=tuple(model_cfg.image_size), augment=BevAugmentConfig() if cfg.augment else None,
+                          temporal=cfg.temporal)
+    dataset = DetectionDataset(reader, data_cfg)
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    sampler = StepSampler(len(dataset), start, end, cfg.batch_size, rank, world, cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+        num_workers=cfg.num_workers, persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None,
+    )
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": model_cfg.to_dict()}, indent=2) + "\n")
+    metrics_path = out / "metrics.csv"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (device.type == "cuda" and cfg.amp) else None
+    model.train()
+    last = {}
+    t_last = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model_cfg.name}", unit="step",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    step = start
+    for batch in loader:
+        batch = _to(batch, device)
+        if autocast is not None:
+            with autocast:
+                losses = training_step_losses(net, criterion, batch, cfg.temporal)
+        else:
+            losses = training_step_losses(net, criterion, batch, cfg.temporal)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise TrainingDiverged(
+                f"step {step}: loss is not finite ({terms}); the last good checkpoint is {ckpt_path}. "
+                "Lower --lr or raise --warmup-steps and resume."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if not torch.isfinite(gnorm):
+            raise TrainingDiverged(f"step {step}: gradient norm is not finite; the last good checkpoint is {ckpt_path}")
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            now = time.perf_counter()
+            row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm),
+                   "s_per_step": (now - t_last) / cfg.log_every}
+            row.update({k: float(v.detach()) for k, v in losses.items()})
+            t_last = now
+            _append_csv(metrics_path, row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            last.update(row)
+        if step % cfg.ckpt_every == 0 or step == end:
+            _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, ckpt_path, rank, world, last)
+        if rank == 0 and cfg.eval_split and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            summary = evaluate_model(model, cfg, out / "eval" / f"step_{step:06d}", progress=progress)
+            _append_csv(metrics_path, {"step": step, "nds": summary["nd_score"], "map": summary["mean_ap"]})
+            last.update({"nds": summary["nd_score"], "map": summary["mean_ap"]})
+            model.train()
+    bar.close()
+    if rank == 0 and step == cfg.steps:
+        plot_curves(metrics_path, out / "curves.png", title=f"{model_cfg.name} fp32 training (SynthScenes, synthetic data)")
+    if ddp:
+        dist.barrier()
+    return last
+
+
+def evaluate_model(model: BEVDetector, cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
+    """Score ``model`` on ``cfg.eval_split`` with the official evaluator (temporal, torch engine)."""
+    from ..engine import TorchEngine
+    from ..predict import predict_and_evaluate
+
+    engine = TorchEngine(model, device=str(next(model.parameters()).device))
+    summary = predict_and_evaluate(engine, cfg.dataroot, cfg.version, cfg.eval_split, out_dir, progress=progress)
+    return summary
+
+
+def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Path, rank: int, world: int, last: dict) -> None:
+    rngs = [torch.get_rng_state()]
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rngs[0])
+        rngs = gathered
+    if rank != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rngs, "step": step}, tmp)
+    tmp.replace(path)
+    save_weights(model.state_dict(), Path(cfg.out) / "model.safetensors", {
+        "config": model_cfg.to_dict(), "classes": list(CLASS_NAMES), "precision": "fp32", "step": step,
+        "train": cfg.to_dict(), "command": cfg.command, "data": {"dataroot": str(cfg.dataroot), "version": cfg.version,
+                                                               "split": cfg.split}, "metrics": dict(last),
+    })
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    """Append a row; the header is the union of keys seen so far (the file is rewritten if it grows)."""
+    rows = []
+    fields: list[str] = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            r = csv.DictReader(f)
+            fields = list(r.fieldnames or [])
+            rows = list(r)
+    new = [k for k in row if k not in fields]
+    if new or not path.is_file():
+        fields += new
+        rows.append({k: row.get(k, "") for k in fields})
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writerow({k: row.get(k, "") for k in fields})
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(metrics_csv: Path, png: Path, title: str) -> None:
+    """Loss terms (log scale) and NDS vs step, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not metrics_csv.is_file():
+        return
+    rows = read_metrics(metrics_csv)
+
+    def series(key):
+        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "loss_cls", "loss_bbox", "loss_heatmap", "loss_dense_reg"):
+        xs, ys = series(key) if rows and key in rows[0] else ([], [])
+        if xs:
+            ax[0].plot(xs, ys, label=key, lw=1)
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("step")
+    ax[0].set_title("training loss")
+    ax[0].legend(fontsize=7)
+    xs, ys = series("nds") if rows and "nds" in rows[0] else ([], [])
+    xm, ym = series("map") if rows and "map" in rows[0] else ([], [])
+    ax[1].plot(xs, ys, "o-", label="NDS")
+    ax[1].plot(xm, ym, "s--", label="mAP")
+    ax[1].set_xlabel("step")
+    ax[1].set_title("val (official nuScenes metrics)")
+    ax[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
