@@ -12,7 +12,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from . import data_check, eval_cmd, synth
+from . import data_check, eval_cmd, gt_results, models, predict, synth, train, viz
 
 
 class CliError(Exception):
@@ -24,6 +24,11 @@ def _verbs() -> list[tuple[str, ModuleType, str]]:
         ("synth", synth, "generate a SynthScenes dataset in the nuScenes on-disk format"),
         ("data", data_check, "inspect and validate a nuScenes-format dataroot"),
         ("eval", eval_cmd, "score a nuScenes results JSON with the official devkit"),
+        ("gt-results", gt_results, "write a split's ground truth as a results JSON (oracle / evaluator check)"),
+        ("models", models, "list the bundled models or the model configs"),
+        ("train", train, "train a full-precision detector"),
+        ("predict", predict, "run a model over a split and write a nuScenes results JSON"),
+        ("viz", viz, "render BEV and camera pictures of GT and predictions"),
     ]
 
 

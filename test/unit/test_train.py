@@ -47,15 +47,21 @@ def test_resume_reproduces_the_next_step_loss(synth_dataroot: Path, tmp_path: Pa
 
 
 def test_overfits_a_few_samples(synth_dataroot: Path, tmp_path: Path) -> None:
-    """On one 6-sample scene without augmentation the loss falls to under half within 60 steps."""
-    cfg = _cfg(synth_dataroot, tmp_path / "overfit", steps=60, lr=2e-3, warmup_steps=5, ckpt_every=1000,
-               augment=False, temporal=False, split="synth_val")
-    # the fixture's val split is one scene of 6 samples
+    """On one 6-sample scene the loss falls and the official NDS on those samples rises.
+
+    A small variant of nano (16x16 BEV, 64x176 images, 30 queries) trained 120 steps without
+    augmentation; NDS is scored by the nuScenes devkit at steps 40 and 120 (measured here:
+    ~0.04 -> ~0.12; an untrained model scores 0).
+    """
+    cfg = _cfg(synth_dataroot, tmp_path / "overfit", steps=120, lr=2e-3, warmup_steps=10, ckpt_every=1000,
+               log_every=10, eval_every=40, augment=False, temporal=False, split="synth_val", eval_split="synth_val")
     train(cfg, progress=False)
-    losses = _losses(cfg.out)
-    first = np.mean([losses[s] for s in (1, 2, 3)])
-    last = np.mean([losses[s] for s in (58, 59, 60)])
-    assert last < 0.5 * first, (first, last)
+    rows = read_metrics(cfg.out / "metrics.csv")
+    losses = [float(r["loss"]) for r in rows if r.get("loss")]
+    nds = {int(r["step"]): float(r["nds"]) for r in rows if r.get("nds")}
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses
+    assert sorted(nds) == [40, 80, 120]
+    assert nds[120] > nds[40] + 0.03 and nds[120] > 0.06, nds
 
 
 def test_nan_guard_stops_with_a_clear_message(synth_dataroot: Path, tmp_path: Path) -> None:

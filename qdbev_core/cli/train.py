@@ -1,0 +1,54 @@
+"""Train a full-precision BEV detector on a nuScenes-format dataset.
+
+Writes metrics.csv, curves.png, checkpoints/last.pt and model.safetensors (+ .json sidecar) to
+--out; rerunning the same command resumes from the last checkpoint. Multi-GPU / multi-process:
+`torchrun --nproc_per_node N -m qdbev_core train ...` (DDP; gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..train.config import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--config", dest="model", default=d.model, help="model config name (see `qdbev models --configs`)")
+    p.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataset root")
+    p.add_argument("--version", default=d.version, help="dataset version folder")
+    p.add_argument("--split", default=d.split, help="training split")
+    p.add_argument("--val-split", dest="eval_split", default=d.eval_split, help="split scored with the official evaluator ('' = none)")
+    p.add_argument("--out", type=Path, required=True, help="run directory (resumed if it has a checkpoint)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per step per process")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient L2 norm")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, data order, augmentation)")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.csv row every N steps")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="score the val split every N steps (0 = at the end only)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="disable BEV rotation/flip augmentation")
+    p.add_argument("--no-temporal", dest="temporal", action="store_false", help="train without the previous BEV")
+    p.add_argument("--workers", dest="num_workers", type=int, default=d.num_workers, help="data loader processes")
+    p.add_argument("--device", default=d.device, help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
+    p.add_argument("--stop-at", type=int, default=None, help="end this invocation after this step (resumable; schedule still spans --steps)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.config import TrainConfig
+    from ..train.trainer import train
+
+    kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    kw["eval_split"] = kw.get("eval_split") or None
+    cfg = TrainConfig(**kw, command="qdbev " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    metrics = train(cfg, progress=args.progress, stop_at=args.stop_at)
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return 0
