@@ -1,0 +1,709 @@
+"""``qdbev_node``: six synchronized cameras in, ``vision_msgs/Detection3DArray`` out.
+
+Inner workings (the Autoware camera-BEV node pattern, DESIGN.md section 5):
+
+1. Parameters are declared with descriptions and ranges (``config/qdbev.yaml``); bad values stop
+   the node with one clear FATAL line.
+2. The engine is loaded first (a missing or corrupt model file is fatal within seconds, naming
+   the file). CameraInfo of all six cameras and their camera -> ``frame_id`` extrinsics (TF via
+   ``tf2_ros`` when importable, else our own ``/tf_static`` subscription; or a calibration YAML)
+   are collected and validated by ``qdbev_core.frame_assembly``; the node reports what it is
+   still waiting for in the log (once) and on ``/diagnostics``.
+3. Only then are the images subscribed (sensor-data QoS). An approximate-time synchronizer
+   (``qdbev_ros.sync``: ``message_filters`` when importable) groups the six streams; each
+   complete set replaces the pending one in a one-slot mailbox (the replaced set is counted as
+   dropped: newest wins, no backlog).
+4. A worker thread (off the executor thread that receives images) decodes the images, assembles
+   the ``Frame`` (same code as offline replay), runs the engine, and publishes detections (stamp
+   = CAM_FRONT's header stamp, ``frame_id`` parameter), markers and timings.
+
+Bad input never stops the node: each problem is logged once per (camera, kind), counted, and
+reported on ``/diagnostics``; frames with bad images are skipped (no output rather than wrong
+output). Time going backwards (a bag loop) resets the engine's temporal state; an exception in
+the engine skips that frame.
+
+Run: ``ros2 run qdbev qdbev_node --ros-args --params-file config/qdbev.yaml`` or, from the venv,
+``qdbev_node --ros-args --params-file config/qdbev.yaml`` / ``python -m qdbev_ros.node ...``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+import rclpy.time
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Float64, Header
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from qdbev_core.frame_assembly import (
+    CameraCalibration,
+    CameraRig,
+    FrameAssemblyError,
+    PoseHistory,
+    StaticTransformTree,
+    load_extrinsics_yaml,
+    validate_intrinsics,
+    validate_pose,
+)
+from qdbev_core.types import CAMERA_NAMES, Detections
+
+from .conversions import copy_header, detections_to_msg, stamp_to_seconds
+from .diagnostics import PIPELINE, DiagnosticsState
+from .markers import detections_to_markers
+from .ros_io import camera_info_to_intrinsics, msg_to_rgb, pose_to_matrix, transform_to_matrix
+from .sync import SyncInput, make_synchronizer, stamp_ns
+
+NODE_NAME = "qdbev_node"
+
+__all__ = ["NODE_NAME", "NodeStartupError", "QdbevNode", "main"]
+
+
+class NodeStartupError(RuntimeError):
+    """A fatal configuration problem (bad parameter, model or calibration file)."""
+
+
+def _tf2_ros():
+    """The ``tf2_ros`` module, or ``None`` where it is not installed (PyPI wheels)."""
+    try:
+        import tf2_ros
+    except ImportError:
+        return None
+    return tf2_ros
+
+
+def resolve_config_path(value: str) -> Path:
+    """A config file path: as given, else relative to the installed / source ``config/`` folder."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.is_file():
+        return p
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("qdbev")) / "config" / p.name)
+    except Exception:  # noqa: BLE001 - not installed / no ament index
+        pass
+    candidates.append(Path(__file__).resolve().parents[1] / "config" / p.name)
+    return next((c for c in candidates if c.is_file()), p)
+
+
+# (name, default, description, extra descriptor fields)
+_PARAMS: list[tuple[str, Any, str, dict]] = [
+    ("model", "", "Model: a name in models/manifest.yaml or a path to a .safetensors file (with its .json "
+     "sidecar).", {}),
+    ("backend", "torch", "Inference backend: torch | onnxruntime | tensorrt (as qdbev_core.engine.load_engine "
+     "supports).", {}),
+    ("device", "cpu", "Device of the torch backend: cpu | cuda.", {}),
+    ("score_threshold", 0.05, "Detections scoring below this are not published [0, 1].",
+     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
+    ("max_detections", 300, "At most this many detections per frame (top-k over queries x classes).",
+     {"integer_range": [IntegerRange(from_value=1, to_value=10000, step=0)]}),
+    ("camera_namespace", "/cameras", "Prefix of the default topics <ns>/<CAMERA>/image_raw[/compressed] and "
+     "<ns>/<CAMERA>/camera_info.", {}),
+    ("image_topics", [""] * 6, "Six image topics in CAM_FRONT, CAM_FRONT_RIGHT, CAM_FRONT_LEFT, CAM_BACK, "
+     "CAM_BACK_LEFT, CAM_BACK_RIGHT order; an empty string uses the camera_namespace default.", {}),
+    ("camera_info_topics", [""] * 6, "Six CameraInfo topics in the same order; empty = <ns>/<CAMERA>/camera_info.", {}),
+    ("image_transport", "raw", "raw: sensor_msgs/Image (rgb8, bgr8) | compressed: sensor_msgs/CompressedImage "
+     "(JPEG, PNG).", {}),
+    ("image_qos_depth", 5, "History depth of the sensor-data (best effort) image subscriptions.",
+     {"integer_range": [IntegerRange(from_value=1, to_value=100, step=0)]}),
+    ("slop", 0.06, "Approximate-time sync: largest stamp span of one camera set, seconds. 0.06 > the ~42 ms span "
+     "of a nuScenes set and < one 12 Hz period (83 ms), so a set never takes two frames of one camera.",
+     {"floating_point_range": [FloatingPointRange(from_value=0.001, to_value=1.0, step=0.0)]}),
+    ("queue_size", 10, "Approximate-time sync: messages queued per camera.",
+     {"integer_range": [IntegerRange(from_value=1, to_value=100, step=0)]}),
+    ("frame_id", "base_link", "Frame of the detections and the frame the camera extrinsics map into.", {}),
+    ("calibration_source", "tf", "Where camera -> frame_id extrinsics come from: tf (TF static, looked up by each "
+     "CameraInfo's header.frame_id) | file (calibration_file).", {}),
+    ("calibration_file", "calibration_nuscenes.yaml", "Calibration YAML for calibration_source=file (absolute, "
+     "relative to the working directory, or a file name in the package's config/).", {}),
+    ("ego_pose_source", "tf", "Ego motion for the temporal BEV: tf (odom_frame -> frame_id on /tf) | odometry "
+     "(nav_msgs/Odometry on odometry_topic) | none (every frame starts a new sequence).", {}),
+    ("odom_frame", "odom", "Fixed frame of the ego pose (ego_pose_source=tf).", {}),
+    ("odometry_topic", "/odom", "nav_msgs/Odometry topic (ego_pose_source=odometry).", {}),
+    ("ego_pose_tolerance_s", 0.1, "Use the ego pose nearest to the frame stamp if within this many seconds.",
+     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)]}),
+    ("camera_timeout_s", 1.0, "A camera without images for this long is reported ERROR (and, unless "
+     "allow_missing_cameras, no detections are published).",
+     {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=3600.0, step=0.0)]}),
+    ("allow_missing_cameras", False, "Keep detecting while some cameras are stale (a black image stands in for "
+     "each); off = no output rather than degraded output.", {}),
+    ("publish_markers", True, "Publish ~/markers (visualization_msgs/MarkerArray) for RViz.", {}),
+    ("marker_score_threshold", 0.3, "Only detections scoring at least this get markers [0, 1].",
+     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
+    ("diagnostics_period_s", 1.0, "Period of /diagnostics, seconds.",
+     {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)]}),
+    ("error_hold_s", 5.0, "A bad input keeps its diagnostics status non-OK for this long, seconds.",
+     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0)]}),
+]
+PARAMETER_NAMES = tuple(p[0] for p in _PARAMS)
+
+
+class QdbevNode(Node):
+    """The detector node (see the module docstring).
+
+    Args:
+        engine: an already built engine (tests); ``None`` loads ``model`` with ``load_engine``.
+        node_name: ROS node name.
+        **kwargs: passed to ``rclpy.node.Node`` (e.g. ``parameter_overrides``, ``context``).
+
+    Raises ``NodeStartupError`` on a bad parameter, model or calibration file.
+    """
+
+    def __init__(self, engine=None, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.p = self._declare_parameters()
+        self.camera_names: tuple[str, ...] = CAMERA_NAMES
+        self.diag = DiagnosticsState(self.camera_names, self.p["camera_timeout_s"],
+                                     error_hold_s=self.p["error_hold_s"])
+        self._logged: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+        # outputs
+        self.pub_det = self.create_publisher(Detection3DArray, "~/detections", 10)
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.p["publish_markers"] else None
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_time = {k: self.create_publisher(Float64, f"~/debug/processing_time/{k}_ms", 10)
+                         for k in ("preprocess", "inference", "postprocess")}
+        self.pub_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 10)
+        self._diag_timer = self.create_timer(self.p["diagnostics_period_s"],
+                                             lambda: self._guarded(self._publish_diagnostics))
+
+        # engine first: a bad model fails in seconds, before any waiting for cameras
+        self.engine = engine if engine is not None else self._load_engine()
+
+        # calibration inputs
+        self._intrinsics: dict[str, tuple[np.ndarray, int, int, str]] = {}
+        self._info_problem: dict[str, str] = {}
+        self._extrinsics: dict[str, np.ndarray] = {}
+        self._rig: CameraRig | None = None
+        self._tf2 = _tf2_ros()
+        self._tf_buffer = None
+        self._static_tree = StaticTransformTree()
+        self._poses = PoseHistory()
+        self._setup_transforms()
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                              durability=DurabilityPolicy.VOLATILE)
+        self._info_subs = [
+            self.create_subscription(CameraInfo, topic, lambda m, i=i: self._guarded(self._on_camera_info, m, i),
+                                     info_qos)
+            for i, topic in enumerate(self.camera_info_topics)
+        ]
+
+        # images (subscribed once calibration is complete)
+        self._image_subs: list = []
+        self._inputs = [SyncInput() for _ in self.camera_names]
+        self.sync = make_synchronizer(self._inputs, self.p["queue_size"], self.p["slop"], self._on_set)
+        self._arrivals: dict[tuple[int, int], float] = {}
+        self._last_cam_stamp: list[int | None] = [None] * len(self.camera_names)
+        self._latest: list[Any] = [None] * len(self.camera_names)
+        self._used = [0] * len(self.camera_names)
+        self._last_degraded_ns = -1
+
+        # worker: one-slot mailbox, newest set wins
+        self._cv = threading.Condition()
+        self._pending: tuple | None = None
+        self._stop = False
+        self._last_stamp: float | None = None
+        self._worker = threading.Thread(target=self._work, name="qdbev_worker", daemon=True)
+        self._worker.start()
+
+        self._startup_timer = self.create_timer(0.2, lambda: self._guarded(self._check_startup))
+        self._last_watchdog = time.monotonic()
+        self._watchdog = self.create_timer(0.1, lambda: self._guarded(self._check_cameras))
+        extr = (f"TF {self.p['frame_id']} <- camera" if self.p["calibration_source"] == "tf"
+                else self.p["calibration_file"])
+        self.get_logger().info(
+            f"qdbev_node: engine {getattr(self.engine, 'name', type(self.engine).__name__)} ready; waiting for "
+            f"CameraInfo on {', '.join(self.camera_info_topics)} and extrinsics ({extr}); "
+            f"synchronizer: {type(self.sync).__module__}.{type(self.sync).__name__}"
+        )
+
+    # ---- parameters ------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        p: dict[str, Any] = {}
+        for name, default, text, extra in _PARAMS:
+            try:
+                p[name] = self.declare_parameter(name, default, ParameterDescriptor(description=text, **extra)).value
+            except Exception as exc:  # noqa: BLE001 - rclpy raises several parameter exception types
+                raise NodeStartupError(f"parameter {name!r}: {exc}") from exc
+
+        def choice(name: str, options: Sequence[str]) -> None:
+            if p[name] not in options:
+                raise NodeStartupError(f"parameter {name!r} is {p[name]!r}; use one of {', '.join(options)}")
+
+        choice("image_transport", ("raw", "compressed"))
+        choice("calibration_source", ("tf", "file"))
+        choice("ego_pose_source", ("tf", "odometry", "none"))
+        if not p["model"]:
+            raise NodeStartupError("parameter 'model' is empty: set it to a name in models/manifest.yaml or a "
+                                   ".safetensors path (e.g. --ros-args -p model:=models/qdbev_nano.safetensors)")
+        for name in ("image_topics", "camera_info_topics"):
+            if len(p[name]) != len(CAMERA_NAMES):
+                raise NodeStartupError(f"parameter {name!r} has {len(p[name])} entries; give six (order "
+                                       f"{', '.join(CAMERA_NAMES)}), empty strings for the defaults")
+        ns = p["camera_namespace"].rstrip("/")
+        suffix = "image_raw" if p["image_transport"] == "raw" else "image_raw/compressed"
+        self.image_topics = [t or f"{ns}/{c}/{suffix}" for t, c in zip(p["image_topics"], CAMERA_NAMES)]
+        self.camera_info_topics = [t or f"{ns}/{c}/camera_info" for t, c in zip(p["camera_info_topics"], CAMERA_NAMES)]
+        return p
+
+    def _load_engine(self):
+        from qdbev_core.engine import load_engine
+
+        model = self.p["model"]
+        try:
+            return load_engine(model, backend=self.p["backend"], device=self.p["device"],
+                               score_threshold=self.p["score_threshold"], topk=self.p["max_detections"])
+        except Exception as exc:  # noqa: BLE001 - every load failure is fatal with the file named
+            raise NodeStartupError(f"cannot load model {model!r} (backend {self.p['backend']}, device "
+                                   f"{self.p['device']}): {exc}") from exc
+
+    # ---- logging / counting helpers -------------------------------------------------------------
+
+    def _report(self, source: str, kind: str, message: str, level: str = "error", log_key: str | None = None) -> None:
+        """Count a problem in diagnostics; log it the first time its (source, kind) is seen."""
+        self.diag.record_error(source, kind, message)
+        key = (source, log_key or kind)
+        with self._lock:
+            first = key not in self._logged
+            self._logged.add(key)
+        if first:
+            self._emit(level, f"[{kind}] {message} (logged once; further occurrences are counted on /diagnostics)")
+
+    def _log_once(self, key: tuple[str, str], level: str, message: str) -> None:
+        with self._lock:
+            first = key not in self._logged
+            self._logged.add(key)
+        if first:
+            self._emit(level, message)
+
+    def _emit(self, level: str, text: str) -> None:
+        # one call site per severity: rclpy refuses a call site whose severity changes
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+    # ---- calibration ------------------------------------------------------------------------------
+
+    def _setup_transforms(self) -> None:
+        src, ego = self.p["calibration_source"], self.p["ego_pose_source"]
+        if src == "file":
+            path = resolve_config_path(self.p["calibration_file"])
+            try:
+                self._extrinsics = load_extrinsics_yaml(path, self.camera_names)
+            except (OSError, ValueError) as exc:
+                raise NodeStartupError(f"calibration file {path}: {exc}") from exc
+        need_tf = src == "tf" or ego == "tf"
+        if need_tf and self._tf2 is not None:
+            self._tf_buffer = self._tf2.Buffer()
+            self._tf_listener = self._tf2.TransformListener(self._tf_buffer, self)
+        elif need_tf:
+            # fallback without tf2_ros: our own /tf_static (+ /tf) subscriptions
+            from tf2_msgs.msg import TFMessage
+
+            static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            if src == "tf":
+                self._tf_static_sub = self.create_subscription(
+                    TFMessage, "/tf_static", lambda m: self._guarded(self._on_tf_static, m), static_qos)
+            if ego == "tf":
+                self._tf_sub = self.create_subscription(TFMessage, "/tf", lambda m: self._guarded(self._on_tf, m), 100)
+        if ego == "odometry":
+            from nav_msgs.msg import Odometry
+
+            self._odom_sub = self.create_subscription(Odometry, self.p["odometry_topic"],
+                                                     lambda m: self._guarded(self._on_odometry, m), 50)
+
+    def _on_tf_static(self, msg) -> None:
+        for tf in msg.transforms:
+            self._static_tree.set(tf.header.frame_id, tf.child_frame_id, transform_to_matrix(tf))
+
+    def _on_tf(self, msg) -> None:
+        odom, base = self.p["odom_frame"].lstrip("/"), self.p["frame_id"].lstrip("/")
+        for tf in msg.transforms:
+            if tf.header.frame_id.lstrip("/") == odom and tf.child_frame_id.lstrip("/") == base:
+                self._poses.add(stamp_to_seconds(tf.header.stamp), transform_to_matrix(tf))
+
+    def _on_odometry(self, msg) -> None:
+        self._poses.add(stamp_to_seconds(msg.header.stamp), pose_to_matrix(msg.pose))
+
+    def _on_camera_info(self, msg: CameraInfo, index: int) -> None:
+        cam = self.camera_names[index]
+        k, w, h, frame = camera_info_to_intrinsics(msg)
+        try:
+            k = validate_intrinsics(cam, k, w, h)
+        except FrameAssemblyError as exc:
+            have = cam in self._intrinsics
+            then = ("ignoring this CameraInfo, the last valid calibration stays in use" if have
+                    else "the camera stays uncalibrated")
+            self._report(cam, exc.kind, f"{exc}; {then}")
+            if not have:
+                self._info_problem[cam] = exc.reason
+            return
+        self._info_problem.pop(cam, None)
+        old = self._intrinsics.get(cam)
+        self._intrinsics[cam] = (k, w, h, frame)
+        if self._rig is not None and (old is None or old[1:3] != (w, h) or not np.array_equal(old[0], k)):
+            self._build_rig()  # calibration changed while running (e.g. new resolution)
+            self.get_logger().info(f"{cam}: new CameraInfo {w}x{h} applied")
+
+    def _lookup_extrinsics(self, cam: str) -> tuple[np.ndarray | None, str]:
+        """``(cam2ego or None, what is missing)`` for one camera."""
+        if self.p["calibration_source"] == "file":
+            return self._extrinsics.get(cam), f"{cam} in {self.p['calibration_file']}"
+        if cam not in self._intrinsics:
+            return None, "CameraInfo (its frame_id names the TF frame)"
+        frame = self._intrinsics[cam][3]
+        target = self.p["frame_id"]
+        if not frame:
+            return None, "a non-empty CameraInfo header.frame_id (needed for the TF lookup)"
+        what = f"TF {target} <- {frame}"
+        if self._tf_buffer is not None:
+            try:
+                tf = self._tf_buffer.lookup_transform(target, frame, rclpy.time.Time())
+            except Exception:  # noqa: BLE001 - tf2 lookup/connectivity/extrapolation errors
+                return None, what
+            return transform_to_matrix(tf), what
+        return self._static_tree.lookup(target, frame), what + " on /tf_static"
+
+    def _check_startup(self) -> None:
+        """Until every camera is calibrated: collect, validate, report; then subscribe images."""
+        if self._rig is not None:
+            return
+        waited = time.monotonic() - self._started
+        all_ok = True
+        for cam in self.camera_names:
+            missing = ""
+            if cam not in self._intrinsics:
+                missing = f"valid CameraInfo on {self.camera_info_topics[self.camera_names.index(cam)]}"
+                if cam in self._info_problem:
+                    missing += f" (last one rejected: {self._info_problem[cam]})"
+            else:
+                t, what = self._lookup_extrinsics(cam)
+                if t is None:
+                    missing = f"extrinsics: {what}"
+                else:
+                    self._extrinsics[cam] = t
+            if missing:
+                all_ok = False
+                self.diag.set_calibration(cam, missing)
+                if waited > 2.0:
+                    kind = "extrinsics_missing" if missing.startswith("extrinsics") else "camera_info_missing"
+                    self._log_once((cam, "waiting_" + kind), "warning",
+                                   f"{cam}: still waiting for {missing} (node starts once all six cameras are "
+                                   "calibrated)")
+        if all_ok and self._build_rig():
+            self._subscribe_images()
+
+    def _build_rig(self) -> bool:
+        cals = {}
+        for cam in self.camera_names:
+            k, w, h, _ = self._intrinsics[cam]
+            try:
+                cals[cam] = CameraCalibration.create(cam, k, w, h, self._extrinsics.get(cam), self.p["frame_id"])
+            except FrameAssemblyError as exc:
+                self._report(cam, exc.kind, str(exc))
+                self.diag.set_calibration(cam, exc.reason)
+                return False
+            self.diag.set_calibration(cam, "")
+        self._rig = CameraRig(cals, self.camera_names)
+        return True
+
+    def _subscribe_images(self) -> None:
+        msg_type = Image if self.p["image_transport"] == "raw" else CompressedImage
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p["image_qos_depth"],
+                         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+        self._image_subs = [
+            self.create_subscription(msg_type, topic, lambda m, i=i: self._guarded(self._on_image, m, i), qos)
+            for i, topic in enumerate(self.image_topics)
+        ]
+        self._startup_timer.cancel()
+        self.diag.start_running()
+        sizes = ", ".join(f"{c} {c_.width}x{c_.height}" for c, c_ in self._rig.calibrations.items())
+        self.get_logger().info(f"calibration complete ({sizes}); subscribed to {msg_type.__name__} on "
+                               f"{', '.join(self.image_topics)}")
+
+    # ---- images and synchronization (executor thread) -------------------------------------------
+
+    def _guarded(self, fn, *args) -> None:
+        """Run a subscription/timer callback; an unexpected exception is reported, never fatal."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the executor must keep running
+            self._report(PIPELINE, "internal", f"unexpected {type(exc).__name__} in {fn.__name__}: {exc}\n"
+                         f"{traceback.format_exc()}")
+
+    def _on_image(self, msg, index: int) -> None:
+        cam = self.camera_names[index]
+        now = time.monotonic()
+        self.diag.record_image(cam, now)
+        t = stamp_ns(msg.header.stamp)
+        last = self._last_cam_stamp[index]
+        if last is not None and t == last:
+            self._report(cam, "duplicate_stamp", f"{cam}: two images with the same stamp {t * 1e-9:.6f} s; "
+                         "the repeat is ignored", level="warning")
+            self.diag.count("duplicate_stamp")
+            return
+        if last is not None and t < last:
+            self._report(cam, "out_of_order", f"{cam}: stamp went backwards by {(last - t) * 1e-9:.3f} s "
+                         "(out-of-order delivery or a bag loop)", level="warning")
+        self._last_cam_stamp[index] = t
+        self._latest[index] = msg
+        with self._lock:
+            self._arrivals[(index, t)] = now
+            if len(self._arrivals) > 64 * len(self.camera_names):
+                for key in sorted(self._arrivals, key=self._arrivals.get)[: 16 * len(self.camera_names)]:
+                    del self._arrivals[key]
+        self._inputs[index].signalMessage(msg)
+        if self.p["allow_missing_cameras"]:
+            self._try_degraded_set(now)
+
+    def _on_set(self, *msgs) -> None:
+        """Synchronizer output: hand the set to the worker (newest wins)."""
+        self._push(list(msgs), degraded=False)
+
+    def _push(self, msgs: list, degraded: bool) -> None:
+        with self._lock:
+            arrivals = [self._arrivals.pop((i, stamp_ns(m.header.stamp)), None)
+                        for i, m in enumerate(msgs) if m is not None]
+            for i, m in enumerate(msgs):
+                if m is not None:
+                    self._used[i] += 1
+        first = min((a for a in arrivals if a is not None), default=time.monotonic())
+        self.diag.count("sets_received")
+        with self._cv:
+            if self._pending is not None:
+                self.diag.count("dropped_sets")
+            self._pending = (msgs, first, degraded)
+            self._cv.notify()
+
+    def _try_degraded_set(self, now: float) -> None:
+        """allow_missing_cameras: a set of the live cameras' newest images when some are stale."""
+        stale = set(self.diag.stale_cameras())
+        if not stale or len(stale) == len(self.camera_names):
+            return
+        live = [i for i, c in enumerate(self.camera_names) if c not in stale]
+        if any(self._latest[i] is None for i in live):
+            return
+        ts = [stamp_ns(self._latest[i].header.stamp) for i in live]
+        if max(ts) - min(ts) >= int(self.p["slop"] * 1e9) or min(ts) <= self._last_degraded_ns:
+            return
+        self._last_degraded_ns = max(ts)
+        self._log_once((PIPELINE, "degraded"), "warning",
+                       f"running without camera(s) {', '.join(sorted(stale))} (allow_missing_cameras=true): "
+                       "black images stand in for them; detections in their view are unreliable")
+        self._push([self._latest[i] if i in live else None for i in range(len(self.camera_names))], degraded=True)
+
+    def _check_cameras(self) -> None:
+        """Camera timeouts (log each transition) and unmatched-message counts.
+
+        A tick that comes late (the executor thread was busy) does not judge timeouts: images may
+        be waiting in the subscriptions' queues, and they are taken before the next tick.
+        """
+        now = time.monotonic()
+        late = now - self._last_watchdog > 0.3
+        self._last_watchdog = now
+        for cam, stale, age in ([] if late else self.diag.update_staleness()):
+            if stale:
+                what = ("black images stand in for it (allow_missing_cameras=true)" if self.p["allow_missing_cameras"]
+                        else "no detections are published until it is back")
+                self.diag.record_error(cam, "timeout", f"no image for {age:.1f} s")
+                topic = self.image_topics[self.camera_names.index(cam)]
+                self.get_logger().error(f"[timeout] {cam}: no image for {age:.1f} s (camera_timeout_s "
+                                        f"{self.p['camera_timeout_s']:g}) on {topic}; {what}")
+            else:
+                self.get_logger().info(f"{cam}: images are arriving again")
+        queues = getattr(self.sync, "queues", None)
+        with self._lock:
+            unmatched = {}
+            for i, cam in enumerate(self.camera_names):
+                queued = len(queues[i]) if queues is not None else 0
+                received = self.diag.received(cam)
+                unmatched[cam] = max(0, received - self._used[i] - queued)
+        self.diag.set_unmatched(unmatched)
+
+    # ---- worker thread ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._stop:
+                    self._cv.wait(0.5)
+                if self._stop:
+                    return
+                item, self._pending = self._pending, None
+            try:
+                self.process_set(*item)
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                self._report(PIPELINE, "internal", f"unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+
+    def _ego_pose(self, stamp_msg, stamp: float):
+        src = self.p["ego_pose_source"]
+        if src == "none":
+            return None
+        pose = None
+        if src == "tf" and self._tf_buffer is not None:
+            try:
+                tf = self._tf_buffer.lookup_transform(self.p["odom_frame"], self.p["frame_id"],
+                                                      rclpy.time.Time.from_msg(stamp_msg))
+                pose = transform_to_matrix(tf)
+            except Exception:  # noqa: BLE001 - no pose yet / extrapolation
+                pose = None
+        else:
+            pose = self._poses.lookup(stamp, self.p["ego_pose_tolerance_s"])
+        if pose is None:
+            self.diag.count("no_ego_pose")
+            what = (f"TF {self.p['odom_frame']} -> {self.p['frame_id']}" if src == "tf"
+                    else f"nav_msgs/Odometry on {self.p['odometry_topic']}")
+            self._log_once((PIPELINE, "no_ego_pose"), "warning",
+                           f"no ego pose from {what} within {self.p['ego_pose_tolerance_s']:g} s of a frame: "
+                           "temporal fusion is off for such frames (set ego_pose_source:=none to silence)")
+            return None
+        try:
+            return validate_pose(pose)
+        except FrameAssemblyError as exc:
+            self._report(PIPELINE, exc.kind, str(exc), level="warning")
+            return None
+
+    def process_set(self, msgs: Sequence[Any], arrival: float | None = None,
+                    degraded: bool = False) -> Detections | None:
+        """Decode, assemble, detect and publish one camera set (worker thread; callable in tests).
+
+        Returns the detections, or ``None`` when the set was skipped (reason logged and counted).
+        """
+        t0 = time.perf_counter()
+        arrival = time.monotonic() if arrival is None else arrival
+        rig = self._rig
+        if rig is None:
+            return None
+        self.diag.count("sets_processed")
+        images, stamps, ref = {}, {}, None
+        try:
+            for cam, msg in zip(self.camera_names, msgs):
+                if msg is None:
+                    continue
+                if ref is None:
+                    ref = msg
+                images[cam] = msg_to_rgb(msg, cam)
+                stamps[cam] = stamp_to_seconds(msg.header.stamp)
+            front = ref if msgs[0] is None else msgs[0]
+            ego = self._ego_pose(front.header.stamp, stamp_to_seconds(front.header.stamp))
+            frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=degraded,
+                                 stamp_camera=self.camera_names[0])
+        except FrameAssemblyError as exc:
+            self.diag.count("bad_frames")
+            self._report(exc.camera if exc.camera in self.camera_names else PIPELINE, exc.kind,
+                         f"{exc}; frame skipped")
+            return None
+        if degraded:
+            self.diag.count("degraded_frames")
+        decode_ms = (time.perf_counter() - t0) * 1e3
+
+        last = self._last_stamp
+        if last is not None and frame.stamp < last:
+            self.engine.reset()
+            self.diag.count("time_backwards")
+            self.diag.count("temporal_resets")
+            self._report(PIPELINE, "time_backwards", f"time jumped backwards by {last - frame.stamp:.3f} s "
+                         f"({last:.3f} -> {frame.stamp:.3f}; bag loop or clock reset?): temporal state reset",
+                         level="warning")
+        elif last is not None and frame.stamp == last:
+            self.diag.count("duplicate_stamp")
+            self._report(PIPELINE, "duplicate_stamp", f"a second camera set with stamp {frame.stamp:.6f} s was "
+                         "skipped", level="warning")
+            return None
+
+        try:
+            det = self.engine.detect(frame)
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+            self._report(PIPELINE, "engine", f"engine failed on the frame at {frame.stamp:.3f} s: "
+                         f"{type(exc).__name__}: {exc}; frame skipped", log_key=f"engine:{type(exc).__name__}")
+            self.get_logger().debug(traceback.format_exc())
+            return None
+        self._last_stamp = frame.stamp
+
+        header = Header(frame_id=self.p["frame_id"])
+        header.stamp = front.header.stamp
+        header = copy_header(header)
+        self.pub_det.publish(detections_to_msg(det, header))
+        if self.pub_markers is not None:
+            keep = np.asarray(det.scores) >= self.p["marker_score_threshold"]
+            shown = Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
+                               class_names=det.class_names)
+            self.pub_markers.publish(detections_to_markers(shown, header))
+        timing = getattr(self.engine, "last_timing", None)
+        stages = {
+            "preprocess": decode_ms + float(getattr(timing, "preprocess_ms", 0.0)),
+            "inference": float(getattr(timing, "inference_ms", 0.0)),
+            "postprocess": float(getattr(timing, "postprocess_ms", 0.0)),
+        }
+        for k, v in stages.items():
+            self.pub_time[k].publish(Float64(data=v))
+        latency = (time.monotonic() - arrival) * 1e3
+        self.pub_latency.publish(Float64(data=latency))
+        self.diag.record_output(latency, {f"{k}_ms": v for k, v in stages.items()})
+        return det
+
+    # ---- diagnostics / shutdown --------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.pub_diag.publish(self.diag.build(header, self.p["allow_missing_cameras"]))
+
+    def destroy_node(self) -> None:
+        cv, worker = getattr(self, "_cv", None), getattr(self, "_worker", None)  # absent if __init__ failed
+        if cv is not None:
+            with cv:
+                self._stop = True
+                cv.notify_all()
+        if worker is not None and worker.is_alive() and threading.current_thread() is not worker:
+            worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``qdbev_node``: run the node until Ctrl-C / shutdown; 1 on a fatal error."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = QdbevNode()
+    except NodeStartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"{exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
