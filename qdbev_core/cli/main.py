@@ -12,7 +12,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from . import data_check, eval_cmd, gt_results, models, predict, synth, train, viz
+from . import bench_model, data_check, eval_cmd, gt_results, models, predict, synth, train, viz
 
 
 class CliError(Exception):
@@ -28,6 +28,7 @@ def _verbs() -> list[tuple[str, ModuleType, str]]:
         ("models", models, "list the bundled models or the model configs"),
         ("train", train, "train a full-precision detector"),
         ("predict", predict, "run a model over a split and write a nuScenes results JSON"),
+        ("bench-model", bench_model, "time forward passes of the model configs and a nano training step"),
         ("viz", viz, "render BEV and camera pictures of GT and predictions"),
     ]
 

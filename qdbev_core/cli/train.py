@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", default=d.version, help="dataset version folder")
     p.add_argument("--split", default=d.split, help="training split")
     p.add_argument("--val-split", dest="eval_split", default=d.eval_split, help="split scored with the official evaluator ('' = none)")
+    p.add_argument("--val-dataroot", dest="eval_dataroot", type=Path, default=None, help="dataroot of the val split (default: --dataroot)")
     p.add_argument("--out", type=Path, required=True, help="run directory (resumed if it has a checkpoint)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per step per process")

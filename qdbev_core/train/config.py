@@ -36,8 +36,8 @@ class TrainConfig:
     eval_every: int = 0
     """Score the val split with the official evaluator every N steps (0 = only at the end)."""
     eval_split: str | None = "synth_val"
-    eval_max_samples: int = 0
-    """Limit the periodic evaluation to the first N val samples (0 = all)."""
+    eval_dataroot: Path | None = None
+    """Dataroot of the evaluation split (default: ``dataroot``; e.g. a val set of another seed)."""
     augment: bool = True
     temporal: bool = True
     """Train with the previous sample's BEV (computed without gradients) as ``prev_bev``."""
@@ -58,7 +58,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name: f for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        for k in ("dataroot", "out"):
-            if k in kw:
+        for k in ("dataroot", "out", "eval_dataroot"):
+            if kw.get(k) is not None:
                 kw[k] = Path(kw[k])
         return cls(**kw)

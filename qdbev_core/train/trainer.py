@@ -228,7 +228,8 @@ def evaluate_model(model: BEVDetector, cfg: TrainConfig, out_dir: Path, progress
     from ..predict import predict_and_evaluate
 
     engine = TorchEngine(model, device=str(next(model.parameters()).device))
-    summary = predict_and_evaluate(engine, cfg.dataroot, cfg.version, cfg.eval_split, out_dir, progress=progress)
+    root = cfg.eval_dataroot or cfg.dataroot
+    summary = predict_and_evaluate(engine, root, cfg.version, cfg.eval_split, out_dir, progress=progress)
     return summary
 
 
