@@ -63,11 +63,20 @@ def config_from_dict(d: dict[str, Any]):
 
 
 def load_model(model: str | Path):
-    """A ``BEVDetector`` (eval mode, CPU) with verified weights, from a name or a path."""
+    """A ``BEVDetector`` (eval mode, CPU) with verified weights, from a name or a path.
+
+    A packed low-bit file (sidecar ``format: qdbev-packed-v1``) comes back as the fake-quant
+    model it was packed from; an fp32 file as the plain detector.
+    """
     from .model import BEVDetector
 
     path, sha, _ = resolve_model(model)
-    meta = read_sidecar(path) if path.is_file() else {}
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model file not found (named by {model!r})")
+    from .quant.pack import PACK_FORMAT, unpack_model
+
+    if read_sidecar(path).get("format") == PACK_FORMAT:
+        return unpack_model(path, expected_sha256=sha).eval()
     state, meta = load_weights(path, expected_sha256=sha)
     if "config" not in meta:
         raise CheckpointError(f"{path}: sidecar has no 'config'; cannot rebuild the model")
