@@ -1,0 +1,72 @@
+"""Start qdbev_node (and optionally RViz) on a ROS 2 install.
+
+    ros2 launch qdbev qdbev.launch.py model:=qdbev_nano backend:=torch use_rviz:=true
+
+Arguments (defaults in brackets):
+    model             [qdbev_nano]  name in models/manifest.yaml or a .safetensors path
+    backend           [torch]       torch | onnxruntime | tensorrt
+    camera_namespace  [/cameras]    topics <ns>/<CAM>/image_raw[/compressed], <ns>/<CAM>/camera_info
+    image_transport   [raw]         raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
+    params_file       [<share/qdbev>/config/qdbev.yaml]  every other node parameter
+    use_rviz          [false]       also start RViz with config/qdbev.rviz
+    fastdds_profile   [<share/qdbev>/config/fastdds_shm.xml]  Fast DDS profile (128 MiB SHM segment for
+                                    camera-sized messages); set to '' to keep the environment's value
+
+The arguments given here override the same parameters of params_file. Traffic stays on this
+host when ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is set in the environment (tests and the demo
+do). test/unit/test_launch_files.py checks these names against the node's declared parameters.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    share = FindPackageShare("qdbev")
+    args = [
+        DeclareLaunchArgument("model", default_value="qdbev_nano",
+                              description="model name in models/manifest.yaml or a .safetensors path"),
+        DeclareLaunchArgument("backend", default_value="torch", description="torch | onnxruntime | tensorrt"),
+        DeclareLaunchArgument("camera_namespace", default_value="/cameras",
+                              description="prefix of <ns>/<CAM>/image_raw[/compressed] and <ns>/<CAM>/camera_info"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)"),
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "qdbev.yaml"]),
+                              description="node parameters file"),
+        DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz with config/qdbev.rviz"),
+        DeclareLaunchArgument("fastdds_profile",
+                              default_value=PathJoinSubstitution([share, "config", "fastdds_shm.xml"]),
+                              description="FASTDDS_DEFAULT_PROFILES_FILE for the processes started here"),
+    ]
+    node = Node(
+        package="qdbev",
+        executable="qdbev_node",
+        name="qdbev_node",
+        output="screen",
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                "model": LaunchConfiguration("model"),
+                "backend": LaunchConfiguration("backend"),
+                "camera_namespace": LaunchConfiguration("camera_namespace"),
+                "image_transport": LaunchConfiguration("image_transport"),
+            },
+        ],
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", PathJoinSubstitution([share, "config", "qdbev.rviz"])],
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
+        output="log",
+    )
+    return LaunchDescription(args + [
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        node,
+        rviz,
+    ])

@@ -1,0 +1,468 @@
+"""Offline replay: a bag's camera streams -> the node's frame assembly -> engine -> output bag + score.
+
+``replay_bag(bag, engine, params)`` does, without ROS, what ``qdbev_node`` does live with the
+same parameters (``NodeParams`` from the node's params file):
+
+1. Calibration: the first valid ``CameraInfo`` of each camera (``camera_info_topics``) and the
+   camera -> ``frame_id`` extrinsics from ``/tf_static`` (``StaticTransformTree``, looked up by
+   each CameraInfo's ``header.frame_id``) or from ``calibration_file``; validated into the same
+   ``CameraRig``. Calibration is read before the first image is used, as the node has it once
+   ``qdbev play --wait-for-subscribers`` has pre-published it. A later CameraInfo that changes
+   K or the size rebuilds the rig (as in the node).
+2. Ego motion: ``odom_frame -> frame_id`` transforms on ``/tf`` (or ``nav_msgs/Odometry`` on
+   ``odometry_topic``) into a ``PoseHistory``; the pose nearest to the CAM_FRONT stamp within
+   ``ego_pose_tolerance_s`` (the node's lookup without ``tf2_ros``).
+3. Synchronization: the six image streams (``image_topics``; ``image_transport`` or whichever the
+   bag holds) go, in bag order, through ``qdbev_core.sync.ApproxTimeSync`` with the node's
+   ``queue_size`` and ``slop``; a repeated stamp of one camera is ignored (node rule).
+4. Each set: the node's decoders, ``CameraRig.assemble(..., stamp_camera="CAM_FRONT")``, the
+   node's rules for time going backwards (engine reset) and a repeated set stamp (skipped), then
+   ``engine.detect``. Unlike the live node nothing is dropped for being slow: every set is
+   processed (live, a set is dropped only when the next one completes before inference ends).
+5. Output bag (optional, MCAP): ``/qdbev_node/detections`` (``Detection3DArray``, stamp = CAM_FRONT
+   stamp, ``frame_id``) and ``/qdbev_node/markers`` (``MarkerArray``, ``marker_score_threshold``)
+   built like the node's messages, plus copies of ``/tf_static``, ``/tf`` and
+   ``/qdbev/ground_truth`` so the output bag alone shows detections against ground truth.
+
+``score_replay(result, source, eval_dir)`` scores the detections of the bag's key frames with the
+official nuScenes evaluator: detections are matched to key frames by CAM_FRONT stamp (the
+``BagSource`` recorded by ``bag_from_nuscenes``), converted to global with the recorded LIDAR_TOP
+ego pose (``ResultsWriter``), and evaluated on a split made of the bag's scene (through a
+temporary overlay of the dataroot that adds the split to a copy of ``splits.json``; the dataroot
+itself is never modified).
+
+Known limit: on a ROS install with ``tf2_ros`` the node interpolates the ego pose with tf2
+instead of taking the nearest one; detections can then differ slightly from replay's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..frame_assembly import (
+    CameraCalibration,
+    CameraRig,
+    FrameAssemblyError,
+    PoseHistory,
+    StaticTransformTree,
+    load_extrinsics_yaml,
+    validate_intrinsics,
+    validate_pose,
+)
+from ..sync import ApproxTimeSync
+from ..types import CAMERA_NAMES, Detections
+from . import messages as m
+from .layout import (
+    DETECTIONS_TOPIC,
+    GROUND_TRUTH_TOPIC,
+    MARKERS_TOPIC,
+    TF_STATIC_TOPIC,
+    TF_TOPIC,
+    BagSource,
+    NodeParams,
+)
+from .typestore import DETECTION3D_ARRAY, MARKER_ARRAY, get_typestore
+
+__all__ = ["ReplayResult", "replay_bag", "score_replay", "REPLAY_SPLIT"]
+
+REPLAY_SPLIT = "qdbev_replay"
+"""Name of the one-scene custom split replay scores on (in the temporary overlay only)."""
+
+
+@dataclass
+class ReplayResult:
+    """What ``replay_bag`` did.
+
+    Attributes:
+        detections: ``{CAM_FRONT stamp ns: Detections}`` of every processed set, in order.
+        sets: camera sets the synchronizer emitted.
+        skipped: ``{reason kind: count}`` of sets not processed (bad input, duplicate stamp, engine).
+        counters: other counts (``temporal_resets``, ``no_ego_pose``, ``duplicate_image``, ...).
+        timing_ms: median ``preprocess`` (decode + engine preprocess) / ``inference`` /
+            ``postprocess`` milliseconds.
+        image_transport: ``raw`` or ``compressed`` (what was read).
+        out_bag: the output bag folder, if one was written.
+    """
+
+    detections: dict[int, Detections] = field(default_factory=dict)
+    sets: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    image_transport: str = ""
+    out_bag: Path | None = None
+    wall_s: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return len(self.detections)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+
+def _stamp_s(ns: int) -> float:
+    """Seconds exactly as the node computes them: ``sec + nanosec * 1e-9``."""
+    return (ns // 1_000_000_000) + (ns % 1_000_000_000) * 1e-9
+
+
+class _Calibration:
+    """CameraInfo + extrinsics bookkeeping (the node's startup logic, minus ROS)."""
+
+    def __init__(self, params: NodeParams) -> None:
+        self.p = params
+        self.intrinsics: dict[str, tuple[np.ndarray, int, int, str]] = {}
+        self.tree = StaticTransformTree()
+        self.file_extrinsics = (load_extrinsics_yaml(params.calibration_path(), CAMERA_NAMES)
+                                if params.calibration_source == "file" else None)
+        self.rig: CameraRig | None = None
+        self.problems: dict[str, str] = {}
+
+    def on_camera_info(self, cam: str, msg: Any) -> bool:
+        """Store a CameraInfo; True when it changed an already built rig's calibration."""
+        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        w, h, frame = int(msg.width), int(msg.height), msg.header.frame_id
+        try:
+            k = validate_intrinsics(cam, k, w, h)
+        except FrameAssemblyError as exc:
+            self.problems[f"{cam}:{exc.kind}"] = str(exc)
+            return False
+        old = self.intrinsics.get(cam)
+        self.intrinsics[cam] = (k, w, h, frame)
+        return self.rig is not None and (old is None or old[1:3] != (w, h) or not np.array_equal(old[0], k))
+
+    def extrinsics(self, cam: str) -> np.ndarray | None:
+        if self.file_extrinsics is not None:
+            return self.file_extrinsics.get(cam)
+        if cam not in self.intrinsics or not self.intrinsics[cam][3]:
+            return None
+        return self.tree.lookup(self.p.frame_id, self.intrinsics[cam][3])
+
+    def complete(self) -> bool:
+        return all(c in self.intrinsics and self.extrinsics(c) is not None for c in CAMERA_NAMES)
+
+    def build(self) -> CameraRig:
+        cals = {}
+        for cam in CAMERA_NAMES:
+            k, w, h, _ = self.intrinsics[cam]
+            cals[cam] = CameraCalibration.create(cam, k, w, h, self.extrinsics(cam), self.p.frame_id)
+        self.rig = CameraRig(cals, CAMERA_NAMES)
+        return self.rig
+
+    def missing(self) -> str:
+        out = []
+        for cam in CAMERA_NAMES:
+            if cam not in self.intrinsics:
+                out.append(f"{cam}: no valid CameraInfo")
+            elif self.extrinsics(cam) is None:
+                src = (str(self.p.calibration_path()) if self.file_extrinsics is not None
+                       else f"TF {self.p.frame_id} <- {self.intrinsics[cam][3] or '(empty frame_id)'} on /tf_static")
+                out.append(f"{cam}: no extrinsics ({src})")
+        return "; ".join(out + list(self.problems.values()))
+
+
+def _choose_transport(topics: set[str], params: NodeParams, requested: str) -> str:
+    if requested in ("raw", "compressed"):
+        return requested
+    order = [params.image_transport] + [t for t in ("raw", "compressed") if t != params.image_transport]
+    for tr in order:
+        if all(t in topics for t in params.image_topic_list(tr)):
+            return tr
+    raise ValueError(
+        "the bag has neither set of image topics: raw " + ", ".join(params.image_topic_list("raw"))
+        + " nor compressed " + ", ".join(params.image_topic_list("compressed"))
+        + "; set camera_namespace / image_topics in the params file to the bag's topics"
+    )
+
+
+def replay_bag(
+    bag: str | os.PathLike,
+    engine,
+    params: NodeParams,
+    out_bag: str | os.PathLike | None = None,
+    image_transport: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    max_frames: int | None = None,
+) -> ReplayResult:
+    """Run ``engine`` over the camera sets of ``bag`` exactly as the node would (module docstring).
+
+    Args:
+        bag: rosbag2 folder (MCAP or sqlite3).
+        engine: a ``qdbev_core.engine.Engine`` (its temporal state is reset first).
+        params: node parameters (``NodeParams.from_file``).
+        out_bag: write detections/markers (+ TF and GT copies) to this new MCAP bag folder.
+        image_transport: ``auto`` (params' transport if the bag has those topics, else the other),
+            ``raw`` or ``compressed``.
+        progress: called with ``(messages read, total messages)`` now and then.
+        max_frames: stop after this many processed sets (quick looks; later key frames then
+            count as missed when scoring).
+
+    Raises ``FileNotFoundError`` (no bag), ``FileExistsError`` (``out_bag`` exists) and
+    ``ValueError`` (no image topics; calibration never complete).
+    """
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    t_start = time.perf_counter()
+    bag = Path(bag)
+    if not (bag / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"{bag}: not a rosbag2 folder (no metadata.yaml)")
+    if out_bag is not None and Path(out_bag).exists():
+        raise FileExistsError(f"{out_bag} exists already; choose a new output bag folder")
+    store = get_typestore()
+    result = ResultAccumulator()
+    res = result.res
+    cal = _Calibration(params)
+    poses = PoseHistory()
+    odom, base = params.odom_frame.lstrip("/"), params.frame_id.lstrip("/")
+
+    with Reader(bag) as reader:
+        topics = {c.topic for c in reader.connections}
+        transport = _choose_transport(topics, params, image_transport)
+        res.image_transport = transport
+        image_index = {t: i for i, t in enumerate(params.image_topic_list(transport))}
+        info_index = {t: i for i, t in enumerate(params.camera_info_topic_list())}
+        pose_topics = set()
+        if params.ego_pose_source == "tf":
+            pose_topics.add(TF_TOPIC)
+        elif params.ego_pose_source == "odometry":
+            pose_topics.add(params.odometry_topic)
+        calib_conns = [c for c in reader.connections
+                       if c.topic in info_index or (c.topic == TF_STATIC_TOPIC and params.calibration_source == "tf")]
+
+        def on_tf_static(msg) -> None:
+            for tf in msg.transforms:
+                cal.tree.set(tf.header.frame_id, tf.child_frame_id, m.transform_to_matrix(tf))
+
+        # 1. calibration first (what `qdbev play --wait-for-subscribers` hands the node before images)
+        for conn, _, raw in reader.messages(connections=calib_conns):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == TF_STATIC_TOPIC:
+                on_tf_static(msg)
+            else:
+                cam = CAMERA_NAMES[info_index[conn.topic]]
+                if cam not in cal.intrinsics:
+                    cal.on_camera_info(cam, msg)
+            if cal.complete():
+                break
+        if not cal.complete():
+            raise ValueError(f"{bag}: calibration never complete, no frame can be assembled: {cal.missing()}")
+        cal.build()
+
+        # 2. everything in bag order
+        writer = None
+        out_conns: dict[str, Any] = {}
+        copy_topics = {TF_STATIC_TOPIC, TF_TOPIC, GROUND_TRUTH_TOPIC}
+        if out_bag is not None:
+            Path(out_bag).parent.mkdir(parents=True, exist_ok=True)
+            writer = Writer(Path(out_bag), version=9, storage_plugin=StoragePlugin.MCAP)
+            writer.open()
+            out_conns[DETECTIONS_TOPIC] = writer.add_connection(DETECTIONS_TOPIC, DETECTION3D_ARRAY, typestore=store)
+            if params.publish_markers:
+                out_conns[MARKERS_TOPIC] = writer.add_connection(MARKERS_TOPIC, MARKER_ARRAY, typestore=store)
+            for c in reader.connections:
+                if c.topic in copy_topics and c.topic not in out_conns:
+                    out_conns[c.topic] = writer.add_connection(
+                        c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
+                        offered_qos_profiles=c.ext.offered_qos_profiles)
+        wanted = [c for c in reader.connections
+                  if c.topic in image_index or c.topic in info_index or c.topic in pose_topics
+                  or c.topic == TF_STATIC_TOPIC or c.topic in copy_topics]
+        total = sum(c.msgcount for c in wanted)
+        sync = ApproxTimeSync(None, int(params.queue_size), float(params.slop), num_inputs=len(CAMERA_NAMES))
+        last_cam_stamp: list[int | None] = [None] * len(CAMERA_NAMES)
+        try:
+            for n, (conn, log_ns, raw) in enumerate(reader.messages(connections=wanted)):
+                if progress is not None and n % 50 == 0:
+                    progress(n, total)
+                topic = conn.topic
+                if writer is not None and topic in copy_topics:
+                    writer.write(out_conns[topic], log_ns, raw)
+                if topic in image_index:
+                    i = image_index[topic]
+                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                    t = m.stamp_of(msg)
+                    if last_cam_stamp[i] is not None and t == last_cam_stamp[i]:
+                        res.count("duplicate_image")
+                        continue
+                    last_cam_stamp[i] = t
+                    emitted = sync.add(i, msg.header.stamp, (msg, log_ns))
+                    if emitted is not None:
+                        res.sets += 1
+                        result.process(emitted, engine, cal.rig, poses, params, writer, out_conns)
+                        if max_frames is not None and res.frames >= max_frames:
+                            break
+                elif topic in info_index:
+                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                    if cal.on_camera_info(CAMERA_NAMES[info_index[topic]], msg):
+                        try:
+                            cal.build()
+                            res.count("calibration_changes")
+                        except FrameAssemblyError as exc:
+                            result.skip(exc.kind)
+                elif topic == TF_STATIC_TOPIC and params.calibration_source == "tf":
+                    on_tf_static(store.deserialize_cdr(raw, conn.msgtype))
+                elif topic in pose_topics:
+                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                    if topic == TF_TOPIC:
+                        for tf in msg.transforms:
+                            if tf.header.frame_id.lstrip("/") == odom and tf.child_frame_id.lstrip("/") == base:
+                                poses.add(_stamp_s(m.stamp_of(tf)), m.transform_to_matrix(tf))
+                    else:
+                        poses.add(_stamp_s(m.stamp_of(msg)), m.pose_to_matrix(msg.pose))
+        finally:
+            if writer is not None:
+                writer.close()
+    res.counters["sync_dropped"] = int(sum(sync.dropped))
+    res.timing_ms = {k: float(statistics.median(v)) if v else 0.0 for k, v in result.times.items()}
+    res.out_bag = Path(out_bag) if out_bag is not None else None
+    res.wall_s = time.perf_counter() - t_start
+    if progress is not None:
+        progress(total, total)
+    return res
+
+
+class ResultAccumulator:
+    """Per-set processing state (the node's ``process_set`` without ROS)."""
+
+    def __init__(self) -> None:
+        self.res = ReplayResult()
+        self.last_stamp: float | None = None
+        self.times: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+
+    def skip(self, kind: str) -> None:
+        self.res.skipped[kind] = self.res.skipped.get(kind, 0) + 1
+
+    def process(self, emitted, engine, rig: CameraRig, poses: PoseHistory, params: NodeParams, writer,
+                out_conns) -> Detections | None:
+        t0 = time.perf_counter()
+        msgs = [e[0] for e in emitted]
+        log_ns = max(e[1] for e in emitted)
+        front = msgs[0]
+        front_ns = m.stamp_of(front)
+        try:
+            images = {cam: m.image_to_rgb(msg, cam) for cam, msg in zip(CAMERA_NAMES, msgs)}
+            stamps = {cam: _stamp_s(m.stamp_of(msg)) for cam, msg in zip(CAMERA_NAMES, msgs)}
+            ego = None
+            if params.ego_pose_source != "none":
+                pose = poses.lookup(_stamp_s(front_ns), params.ego_pose_tolerance_s)
+                if pose is None:
+                    self.res.count("no_ego_pose")
+                else:
+                    try:
+                        ego = validate_pose(pose)
+                    except FrameAssemblyError:
+                        self.res.count("bad_ego_pose")
+            frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=False, stamp_camera=CAMERA_NAMES[0])
+        except FrameAssemblyError as exc:
+            self.skip(exc.kind)
+            return None
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        if self.last_stamp is not None and frame.stamp < self.last_stamp:
+            engine.reset()
+            self.res.count("temporal_resets")
+        elif self.last_stamp is not None and frame.stamp == self.last_stamp:
+            self.skip("duplicate_stamp")
+            return None
+        try:
+            det = engine.detect(frame)
+        except Exception:  # noqa: BLE001 - as the node: one bad frame is skipped
+            self.skip("engine")
+            return None
+        self.last_stamp = frame.stamp
+        timing = getattr(engine, "last_timing", None)
+        self.times["preprocess"].append(decode_ms + float(getattr(timing, "preprocess_ms", 0.0)))
+        self.times["inference"].append(float(getattr(timing, "inference_ms", 0.0)))
+        self.times["postprocess"].append(float(getattr(timing, "postprocess_ms", 0.0)))
+        self.res.detections[front_ns] = det
+        if writer is not None:
+            store = get_typestore()
+            writer.write(out_conns[DETECTIONS_TOPIC], log_ns,
+                         bytes(store.serialize_cdr(m.detections_to_msg(det, front_ns, params.frame_id),
+                                                   DETECTION3D_ARRAY)))
+            if MARKERS_TOPIC in out_conns:
+                keep = np.asarray(det.scores) >= params.marker_score_threshold
+                shown = Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
+                                   class_names=det.class_names)
+                writer.write(out_conns[MARKERS_TOPIC], log_ns,
+                             bytes(store.serialize_cdr(m.detections_to_markers(shown, front_ns, params.frame_id),
+                                                       MARKER_ARRAY)))
+        return det
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+
+
+def _overlay_dataroot(dataroot: Path, version: str, scenes: list[str], tmp: Path) -> Path:
+    """A symlinked view of ``dataroot`` whose ``splits.json`` adds ``REPLAY_SPLIT = scenes``."""
+    from ..data.reader import custom_splits
+
+    root = tmp / "dataroot"
+    root.mkdir()
+    for entry in dataroot.iterdir():
+        if entry.name != version:
+            (root / entry.name).symlink_to(entry.resolve())
+    vdir = root / version
+    vdir.mkdir()
+    for f in (dataroot / version).iterdir():
+        if f.name != "splits.json":
+            (vdir / f.name).symlink_to(f.resolve())
+    splits = custom_splits(dataroot, version)
+    splits[REPLAY_SPLIT] = list(scenes)
+    (vdir / "splits.json").write_text(json.dumps(splits, indent=1))
+    return root
+
+
+def score_replay(detections: dict[int, Detections], source: BagSource | None, eval_dir: str | os.PathLike,
+                 dataroot: str | os.PathLike | None = None, verbose: bool = False) -> tuple[dict | None, str]:
+    """Score replayed detections with the nuScenes devkit: ``(metrics summary or None, note)``.
+
+    ``note`` says how many key frames had detections, or why nothing was scored (no recorded
+    source, dataroot missing, no boxes, evaluator refusal). Writes ``results.json`` and the
+    devkit's ``metrics_summary.json`` / ``metrics_details.json`` into ``eval_dir``.
+    """
+    from ..eval.nuscenes_eval import evaluate
+    from ..eval.results import ResultsWriter
+
+    if source is None or not source.key_frames:
+        return None, ("not scored: the bag records no nuScenes source (metadata custom_data 'qdbev.source'); "
+                      "only bags written by `qdbev bag from-nuscenes` can be scored")
+    root = Path(dataroot) if dataroot is not None else Path(source.dataroot)
+    if not (root / source.version).is_dir():
+        return None, (f"not scored: dataroot {root} (version {source.version}) recorded in the bag is not here; "
+                      "pass --dataroot with the dataset the bag was made from")
+    writer = ResultsWriter([k.sample_token for k in source.key_frames])
+    missing = 0
+    for k in source.key_frames:
+        det = detections.get(k.stamp_ns)
+        if det is None:
+            missing += 1
+            det = Detections()
+        writer.add(k.sample_token, det, k.ego2global)
+    matched = len(source.key_frames) - missing
+    note = f"{matched}/{len(source.key_frames)} key frames of {source.scene} had a processed camera set"
+    if writer.num_boxes == 0:
+        return None, f"not scored: no detections above the score threshold in any key frame ({note})"
+    eval_dir = Path(eval_dir)
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    results = writer.write(eval_dir / "results.json")
+    with tempfile.TemporaryDirectory(prefix="qdbev_replay_") as tmp:
+        overlay = _overlay_dataroot(root, source.version, [source.scene], Path(tmp))
+        try:
+            summary = evaluate(results, overlay, source.version, REPLAY_SPLIT, eval_dir, verbose=verbose)
+        except (ValueError, FileNotFoundError) as exc:
+            return None, f"not scored: {exc} ({note})"
+        except Exception as exc:  # noqa: BLE001 - the devkit fails with bare assertions / numpy errors
+            return None, f"not scored: the nuScenes evaluator failed: {type(exc).__name__}: {exc} ({note})"
+    return summary, note

@@ -1,0 +1,178 @@
+"""launch/*.launch.py and config/qdbev.rviz agree with the node and the config files.
+
+Where ``launch_ros`` is importable (a ROS install) the launch files are loaded and their launch
+arguments listed by the launch system itself. Everywhere (the PyPI ROS 2 wheels have no
+``launch``/``launch_ros``) they are checked statically with ``ast``: launch arguments and their
+defaults, node package / executable / name, the parameter names passed to the node (declared by
+``qdbev_ros.node``), the files they reference, and the topics RViz shows.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH = REPO / "launch"
+MAIN, REPLAY = LAUNCH / "qdbev.launch.py", LAUNCH / "replay.launch.py"
+PARAMS = yaml.safe_load((REPO / "config" / "qdbev.yaml").read_text())["/**"]["ros__parameters"]
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id == name) or (isinstance(f, ast.Attribute) and f.attr == name):
+                out.append(node)
+    return out
+
+
+def _kw(call: ast.Call, key: str):
+    for k in call.keywords:
+        if k.arg == key:
+            return k.value
+    return None
+
+
+def _literal(node):
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError):
+        return None
+
+
+def _launch_args(tree: ast.AST) -> dict[str, object]:
+    """``{name: default literal or the PathJoinSubstitution's path parts or None}``."""
+    out = {}
+    for call in _calls(tree, "DeclareLaunchArgument"):
+        name = _literal(call.args[0])
+        default = _kw(call, "default_value")
+        if isinstance(default, ast.Call) and _calls(default, "PathJoinSubstitution"):
+            out[name] = ("path", tuple(_literal(e) for e in default.args[0].elts[1:]))
+        else:
+            out[name] = None if default is None else _literal(default)
+        assert _literal(_kw(call, "description")), f"launch argument {name} has no description"
+    return out
+
+
+def _launch_config_names(node: ast.AST) -> set[str]:
+    return {_literal(c.args[0]) for c in _calls(node, "LaunchConfiguration")}
+
+
+@pytest.fixture(scope="module")
+def node_params() -> dict[str, object]:
+    pytest.importorskip("rclpy", reason="qdbev_ros.node needs rclpy to be imported")
+    from qdbev_ros.node import _PARAMS
+
+    return {name: default for name, default, _, _ in _PARAMS}
+
+
+def test_launch_files_parse_with_launch_ros_where_available() -> None:
+    if importlib.util.find_spec("launch_ros") is None or importlib.util.find_spec("launch") is None:
+        pytest.skip("launch / launch_ros are not importable here (not on PyPI); the static checks below run instead")
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+
+    for path, required in ((MAIN, set()), (REPLAY, {"bag"})):
+        desc = get_launch_description_from_python_launch_file(str(path))
+        names = {a.name for a in desc.get_launch_arguments()}
+        assert names >= {"model", "backend", "camera_namespace", "params_file", "use_rviz"} | required
+
+
+def test_main_launch_file_agrees_with_node_and_config(node_params) -> None:
+    tree = ast.parse(MAIN.read_text())
+    args = _launch_args(tree)
+    assert set(args) >= {"model", "backend", "camera_namespace", "params_file", "use_rviz", "image_transport"}
+    # node: package qdbev, the console script, the node's own name
+    nodes = {_literal(_kw(c, "executable")): c for c in _calls(tree, "Node")}
+    assert set(nodes) == {"qdbev_node", "rviz2"}
+    det = nodes["qdbev_node"]
+    assert _literal(_kw(det, "package")) == "qdbev"
+    from_xml = re.search(r"<name>\s*([^<\s]+)\s*</name>", (REPO / "package.xml").read_text()).group(1)
+    assert from_xml == "qdbev"
+    assert re.search(r'"qdbev_node\s*=\s*qdbev_ros\.node:main"', (REPO / "setup.py").read_text())
+    from qdbev_ros.node import NODE_NAME
+
+    assert _literal(_kw(det, "name")) == NODE_NAME
+    # parameters: the params file first, then overrides whose names the node declares
+    plist = _kw(det, "parameters")
+    assert isinstance(plist, ast.List) and _launch_config_names(plist.elts[0]) == {"params_file"}
+    overrides = plist.elts[1]
+    assert isinstance(overrides, ast.Dict)
+    for key, value in zip(overrides.keys, overrides.values):
+        name = _literal(key)
+        assert name in node_params, f"launch passes undeclared parameter {name!r}"
+        assert _launch_config_names(value) == {name}
+        # launch defaults = config/qdbev.yaml values (launching without arguments changes nothing)
+        assert args[name] == PARAMS[name], name
+    assert args["params_file"] == ("path", ("config", "qdbev.yaml"))
+    assert args["fastdds_profile"] == ("path", ("config", "fastdds_shm.xml"))
+    assert args["use_rviz"] == "false"
+    rviz = nodes["rviz2"]
+    assert _launch_config_names(_kw(rviz, "condition")) == {"use_rviz"}
+    rviz_args = _kw(rviz, "arguments")
+    assert _literal(rviz_args.elts[0]) == "-d"
+    assert [_literal(e) for e in rviz_args.elts[1].args[0].elts[1:]] == ["config", "qdbev.rviz"]
+    env = _calls(tree, "SetEnvironmentVariable")
+    assert env and _literal(env[0].args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    for sub in ("qdbev.yaml", "fastdds_shm.xml", "qdbev.rviz"):
+        assert (REPO / "config" / sub).is_file()
+    # every LaunchConfiguration used is declared
+    assert _launch_config_names(tree) <= set(args)
+
+
+def test_replay_launch_file_plays_the_bag_into_the_node(node_params) -> None:
+    tree = ast.parse(REPLAY.read_text())
+    args = _launch_args(tree)
+    main_args = _launch_args(ast.parse(MAIN.read_text()))
+    assert args["bag"] is None  # required
+    assert set(args) >= {"bag", "rate", "loop", "model", "backend", "camera_namespace", "params_file", "use_rviz"}
+    assert args["image_transport"] == "compressed"  # what `qdbev bag from-nuscenes` writes
+    assert args["use_rviz"] == "true"
+    for shared in ("model", "backend", "camera_namespace", "params_file", "fastdds_profile"):
+        assert args[shared] == main_args[shared], shared
+    # it includes qdbev.launch.py and forwards only arguments that file declares
+    inc = _calls(tree, "IncludeLaunchDescription")
+    assert len(inc) == 1
+    path_parts = [_literal(e) for e in _calls(inc[0], "PathJoinSubstitution")[0].args[0].elts[1:]]
+    assert path_parts == ["launch", "qdbev.launch.py"] and MAIN.is_file()
+    forwarded = _kw(inc[0], "launch_arguments").func.value
+    assert {_literal(k) for k in forwarded.keys} <= set(main_args)
+    # ros2 bag play <bag> --rate <rate> [--loop]
+    plays = _calls(tree, "ExecuteProcess")
+    assert len(plays) == 2
+    for p in plays:
+        cmd = _kw(p, "cmd").elts
+        assert [_literal(e) for e in cmd[:3]] == ["ros2", "bag", "play"]
+        assert _launch_config_names(cmd[3]) == {"bag"} and "--rate" in [_literal(e) for e in cmd]
+        assert _launch_config_names(_kw(p, "condition")) == {"loop"}
+    assert _launch_config_names(tree) <= set(args)
+
+
+def test_rviz_config_shows_the_nodes_topics(node_params) -> None:
+    from qdbev_ros.node import NODE_NAME
+
+    cfg = yaml.safe_load((REPO / "config" / "qdbev.rviz").read_text())
+    vm = cfg["Visualization Manager"]
+    assert vm["Global Options"]["Fixed Frame"] == PARAMS["frame_id"] == node_params["frame_id"]
+    displays = {d["Class"]: [] for d in vm["Displays"]}
+    for d in vm["Displays"]:
+        displays[d["Class"]].append(d)
+    assert "rviz_default_plugins/TF" in displays
+    (markers,) = displays["rviz_default_plugins/MarkerArray"]
+    assert markers["Topic"]["Value"] == f"/{NODE_NAME}/markers"
+    assert set(markers["Namespaces"]) == {"boxes", "labels", "velocity"}
+    ns = PARAMS["camera_namespace"].rstrip("/")
+    images = {d["Topic"]["Value"] for d in displays["rviz_default_plugins/Image"]}
+    assert images == {f"{ns}/CAM_FRONT/image_raw", f"{ns}/CAM_FRONT/image_raw/compressed"}
+
+
+def test_setup_installs_launch_and_config() -> None:
+    text = (REPO / "setup.py").read_text()
+    assert '_files("launch/*")' in text and '_files("config/*")' in text
+    assert sorted(p.name for p in LAUNCH.glob("*.launch.py")) == ["qdbev.launch.py", "replay.launch.py"]
