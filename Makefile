@@ -48,7 +48,7 @@ distclean: clean
 NANO_TRAIN_DATA ?= data/synth-train
 NANO_VAL_DATA ?= data/synth-val
 NANO_RUN ?= runs/nano-fp32
-NANO_STEPS ?= 8000
+NANO_STEPS ?= 5000
 
 .PHONY: nano-data nano-train nano-eval
 

@@ -1,9 +1,9 @@
 """Start qdbev_node (and optionally RViz) on a ROS 2 install.
 
-    ros2 launch qdbev qdbev.launch.py model:=qdbev_nano backend:=torch use_rviz:=true
+    ros2 launch qdbev qdbev.launch.py model:=nano-fp32 backend:=torch use_rviz:=true
 
 Arguments (defaults in brackets):
-    model             [qdbev_nano]  name in models/manifest.yaml or a .safetensors path
+    model             [nano-fp32]  name in models/manifest.yaml or a .safetensors path
     backend           [torch]       torch | onnxruntime | tensorrt
     camera_namespace  [/cameras]    topics <ns>/<CAM>/image_raw[/compressed], <ns>/<CAM>/camera_info
     image_transport   [raw]         raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
@@ -28,7 +28,7 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     share = FindPackageShare("qdbev")
     args = [
-        DeclareLaunchArgument("model", default_value="qdbev_nano",
+        DeclareLaunchArgument("model", default_value="nano-fp32",
                               description="model name in models/manifest.yaml or a .safetensors path"),
         DeclareLaunchArgument("backend", default_value="torch", description="torch | onnxruntime | tensorrt"),
         DeclareLaunchArgument("camera_namespace", default_value="/cameras",

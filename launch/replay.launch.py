@@ -37,7 +37,7 @@ def generate_launch_description():
         DeclareLaunchArgument("loop", default_value="false", description="loop the bag"),
         DeclareLaunchArgument("start_delay", default_value="5.0",
                               description="seconds to wait before playing (node startup)"),
-        DeclareLaunchArgument("model", default_value="qdbev_nano",
+        DeclareLaunchArgument("model", default_value="nano-fp32",
                               description="model name in models/manifest.yaml or a .safetensors path"),
         DeclareLaunchArgument("backend", default_value="torch", description="torch | onnxruntime | tensorrt"),
         DeclareLaunchArgument("camera_namespace", default_value="/cameras",

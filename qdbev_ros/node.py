@@ -253,7 +253,7 @@ class QdbevNode(Node):
         choice("ego_pose_source", ("tf", "odometry", "none"))
         if not p["model"]:
             raise NodeStartupError("parameter 'model' is empty: set it to a name in models/manifest.yaml or a "
-                                   ".safetensors path (e.g. --ros-args -p model:=models/qdbev_nano.safetensors)")
+                                   ".safetensors path (e.g. --ros-args -p model:=models/nano-fp32.safetensors)")
         for name in ("image_topics", "camera_info_topics"):
             if len(p[name]) != len(CAMERA_NAMES):
                 raise NodeStartupError(f"parameter {name!r} has {len(p[name])} entries; give six (order "
