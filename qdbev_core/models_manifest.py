@@ -81,5 +81,9 @@ def load_model(model: str | Path):
     if "config" not in meta:
         raise CheckpointError(f"{path}: sidecar has no 'config'; cannot rebuild the model")
     net = BEVDetector(config_from_dict(meta["config"]))
+    if "quant_spec" in meta:  # a fake-quant QAT checkpoint: same structure first, then its steps
+        from .quant import QuantSpec, quantize_model
+
+        quantize_model(net, QuantSpec.from_dict(meta["quant_spec"]))
     load_into(net, state, path)
     return net.eval()

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .qat import QatConfig
+
 
 @dataclass
 class TrainConfig:
@@ -48,6 +50,8 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads per process (0 = leave the default)."""
     model_overrides: dict = field(default_factory=dict)
+    qat: QatConfig | None = None
+    """Quantization-aware training (``qdbev qat``); ``None`` trains in full precision."""
     command: str = ""
 
     def to_dict(self) -> dict:
@@ -58,6 +62,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name: f for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
+        if isinstance(kw.get("qat"), dict):
+            kw["qat"] = QatConfig(**kw["qat"])
         for k in ("dataroot", "out", "eval_dataroot"):
             if kw.get(k) is not None:
                 kw[k] = Path(kw[k])

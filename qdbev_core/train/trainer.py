@@ -35,6 +35,7 @@ from ..model import BEVDetector, DetectionLoss, get_config
 from .augment import BevAugmentConfig
 from .config import TrainConfig
 from .data import DataConfig, DetectionDataset, collate
+from .qat import QatRun
 from .schedule import warmup_cosine
 
 
@@ -96,8 +97,12 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def training_step_losses(model, criterion, batch: dict, temporal: bool) -> dict[str, torch.Tensor]:
-    """Forward + loss for one batch (the previous frame's BEV is computed without gradients)."""
+def training_step_losses(model, criterion, batch: dict, temporal: bool, qat: QatRun | None = None) -> dict[str, torch.Tensor]:
+    """Forward + loss for one batch (the previous frame's BEV is computed without gradients).
+
+    With ``qat`` using distillation, the VGD terms are added (``vgd`` enters ``loss``; the
+    per-view terms are reported alongside).
+    """
     core = model.module if hasattr(model, "module") else model
     prev_bev = ego_motion = prev_valid = None
     if temporal and "prev_img" in batch:
@@ -107,7 +112,12 @@ def training_step_losses(model, criterion, batch: dict, temporal: bool) -> dict[
         prev_valid = batch["has_prev"].float()
     out = model(batch["img"], batch["intrinsics"], batch["cam2ego"], prev_bev, ego_motion, prev_valid)
     targets = [{"boxes": b, "labels": lb} for b, lb in zip(batch["gt_boxes"], batch["gt_labels"])]
-    return criterion(out, targets)
+    losses = criterion(out, targets)
+    if qat is not None and qat.vgd is not None:
+        extra = qat.distillation_losses(out, batch, targets)
+        losses.update(extra)
+        losses["loss"] = losses["loss"] + extra["vgd"]
+    return losses
 
 
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -133,11 +143,16 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model_cfg = get_config(cfg.model, **cfg.model_overrides)
     model = BEVDetector(model_cfg).to(device)
+    qat = QatRun(cfg.qat, model, cfg.steps, device) if cfg.qat is not None else None
     criterion = DetectionLoss(model_cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
     )
+    reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
+    data_cfg = DataConfig(input_hw=tuple(model_cfg.image_size), augment=BevAugmentConfig() if cfg.augment else None,
+                          temporal=cfg.temporal)
+    dataset = DetectionDataset(reader, data_cfg)
     start = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -149,14 +164,17 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         if rank == 0:
             print(f"resuming {out} at step {start}", file=sys.stderr)
     else:
+        if qat is not None:
+            picks = np.linspace(0, len(dataset) - 1, qat.cfg.calib_batches * cfg.batch_size).round().astype(int)
+            calib = [_to(collate([dataset[(int(i), cfg.seed + int(i))] for i in picks[j:j + cfg.batch_size]]), device)
+                     for j in range(0, len(picks), cfg.batch_size)]
+            info = qat.initialize(calib)
+            if rank == 0:
+                print(f"QAT {qat.cfg.mode} {qat.spec.name}: calibrated {info['weights']} layers", file=sys.stderr)
         torch.manual_seed(cfg.seed + 1000 * rank)
     ddp = world > 1
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
 
-    reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
-    data_cfg = DataConfig(input_hw=tuple(model_cfg.image_size), augment=BevAugmentConfig() if cfg.augment else None,
-                          temporal=cfg.temporal)
-    dataset = DetectionDataset(reader, data_cfg)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     sampler = StepSampler(len(dataset), start, end, cfg.batch_size, rank, world, cfg.seed)
     loader = torch.utils.data.DataLoader(
@@ -177,11 +195,13 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     step = start
     for batch in loader:
         batch = _to(batch, device)
+        if qat is not None and qat.on_step(step, batch) and rank == 0:
+            _append_csv(metrics_path, {"step": step, "qat_stage": qat.stage_at(step)})
         if autocast is not None:
             with autocast:
-                losses = training_step_losses(net, criterion, batch, cfg.temporal)
+                losses = training_step_losses(net, criterion, batch, cfg.temporal, qat)
         else:
-            losses = training_step_losses(net, criterion, batch, cfg.temporal)
+            losses = training_step_losses(net, criterion, batch, cfg.temporal, qat)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -208,7 +228,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             last.update(row)
         if step % cfg.ckpt_every == 0 or step == end:
-            _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, ckpt_path, rank, world, last)
+            _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, ckpt_path, rank, world, last, qat)
         if rank == 0 and cfg.eval_split and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
             summary = evaluate_model(model, cfg, out / "eval" / f"step_{step:06d}", progress=progress)
             _append_csv(metrics_path, {"step": step, "nds": summary["nd_score"], "map": summary["mean_ap"]})
@@ -233,7 +253,14 @@ def evaluate_model(model: BEVDetector, cfg: TrainConfig, out_dir: Path, progress
     return summary
 
 
-def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Path, rank: int, world: int, last: dict) -> None:
+def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Path, rank: int, world: int, last: dict,
+                     qat: QatRun | None = None) -> None:
+    """Write ``checkpoints/last.pt`` (full state) and ``model.safetensors`` + sidecar.
+
+    At the last step of a QAT run the packed low-bit file is written first: packing rounds the
+    model's float tensors to float16 in place, so the checkpoint, the fake-quant weights and
+    the packed file all hold the same model.
+    """
     rngs = [torch.get_rng_state()]
     if world > 1:
         gathered = [None] * world
@@ -241,16 +268,21 @@ def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Pa
         rngs = gathered
     if rank != 0:
         return
+    meta = {
+        "config": model_cfg.to_dict(), "classes": list(CLASS_NAMES), "precision": "fp32", "step": step,
+        "train": cfg.to_dict(), "command": cfg.command, "data": {"dataroot": str(cfg.dataroot), "version": cfg.version,
+                                                               "split": cfg.split}, "metrics": dict(last),
+    }
+    if qat is not None:
+        meta.update(qat.sidecar())
+        if step == cfg.steps:
+            qat.pack(Path(cfg.out) / "model.packed.safetensors", {k: v for k, v in meta.items() if k != "precision"})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rngs, "step": step}, tmp)
     tmp.replace(path)
-    save_weights(model.state_dict(), Path(cfg.out) / "model.safetensors", {
-        "config": model_cfg.to_dict(), "classes": list(CLASS_NAMES), "precision": "fp32", "step": step,
-        "train": cfg.to_dict(), "command": cfg.command, "data": {"dataroot": str(cfg.dataroot), "version": cfg.version,
-                                                               "split": cfg.split}, "metrics": dict(last),
-    })
+    save_weights(model.state_dict(), Path(cfg.out) / "model.safetensors", meta)
 
 
 def _append_csv(path: Path, row: dict) -> None:
