@@ -15,6 +15,9 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Idle OpenMP threads sleep instead of spinning: several test processes (node, player, DDP ranks)
+# share 2 cores, and spinning torch threads slowed them 20x when they did.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ import argparse
 import sys
 from types import ModuleType
 
-from . import bench_model, data_check, eval_cmd, gt_results, models, predict, synth, train, viz
+from . import bench, bench_model, data_check, eval_cmd, export, gt_results, models, predict, qat, synth, train, viz
+from . import bag, play, replay
 
 
 class CliError(Exception):
@@ -27,9 +28,15 @@ def _verbs() -> list[tuple[str, ModuleType, str]]:
         ("gt-results", gt_results, "write a split's ground truth as a results JSON (oracle / evaluator check)"),
         ("models", models, "list the bundled models or the model configs"),
         ("train", train, "train a full-precision detector"),
+        ("qat", qat, "quantization-aware training (standard / progressive / QD-BEV with view-guided distillation)"),
         ("predict", predict, "run a model over a split and write a nuScenes results JSON"),
         ("bench-model", bench_model, "time forward passes of the model configs and a nano training step"),
+        ("export", export, "export a model to ONNX (fp32, or Q/DQ INT8 from a quantized model)"),
+        ("bench", bench, "benchmark the inference backends side by side (latency, FPS, RSS, size, NDS)"),
         ("viz", viz, "render BEV and camera pictures of GT and predictions"),
+        ("bag", bag, "rosbag2 tools: write a nuScenes scene as a bag, show a bag's contents"),
+        ("replay", replay, "run a bag through the node's frame assembly + an engine offline; output bag + NDS"),
+        ("play", play, "publish a bag's messages on live ROS 2 topics at the recorded rate (needs rclpy)"),
     ]
 
 

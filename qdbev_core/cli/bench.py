@@ -1,0 +1,292 @@
+"""Benchmark the inference backends side by side: latency (pre / inference / post), FPS, peak RSS,
+model file size and NDS, for every available backend x precision, on the same frames in one run.
+
+Each backend x precision runs in a fresh subprocess (so its peak RSS is its own) on the first
+``--frames`` samples of the split (images decoded before timing, ``--warmup`` frames first, temporal
+state carried within scenes as in prediction), then predicts the whole split and scores it with
+the official nuScenes evaluator (accuracy parity). ``int8`` rows use the quantized model: the
+packed QAT file given with ``--int8-model`` (or the ``--model`` itself when it is packed), else a
+post-training-calibrated W4A6 model (``--ptq-frames`` frames through ``quant.calibrate``: the
+LSQ initialisation, not QAT) that is cached next to the ONNX exports. ONNX exports and TensorRT
+plans are made before timing (``engine_cache_dir``). Numbers depend on the machine and its load:
+the table names both; ``--json`` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name from models/manifest.yaml or a .safetensors path")
+    p.add_argument("--int8-model", default=None, help="packed quantized (QAT) model for the int8 rows")
+    p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated: torch, onnxruntime, tensorrt")
+    p.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8 (fp16: TensorRT only)")
+    p.add_argument("--frames", type=int, default=30, help="timed frames per backend")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    p.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataset root (e.g. SynthScenes)")
+    p.add_argument("--version", default="v1.0-mini", help="dataset version folder")
+    p.add_argument("--split", required=True, help="split: timed frames come from its start; NDS over all of it")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch and onnxruntime intra-op)")
+    p.add_argument("--device", default="cpu", help="torch backend device (cpu or cuda)")
+    p.add_argument("--ptq-frames", type=int, default=8, help="frames to calibrate a W4A6 model when no --int8-model")
+    p.add_argument("--no-nds", action="store_true", help="skip the NDS evaluation (latency only)")
+    p.add_argument("--shared-cpu", action="store_true",
+                   help="the CPU also runs other work: no busy-waiting thread pools (OMP_WAIT_POLICY=PASSIVE, "
+                        "onnxruntime allow_spinning=0); spinning threads that get preempted slow every backend down")
+    p.add_argument("--out-dir", type=Path, default=Path("out/bench"), help="results JSON / evaluator output per row")
+    p.add_argument("--json", type=Path, default=Path("out/bench.json"), help="where to write the numbers")
+    p.add_argument("--_one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_frames_file", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+# --- child: one backend x precision ----------------------------------------------------------------
+def _measure(args: argparse.Namespace, backend: str, precision: str, model: str) -> dict:
+    import pickle
+    import time
+
+    import numpy as np
+    import torch
+
+    from ..engine import load_engine
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    engine = load_engine(model, backend=backend, precision=precision, device=args.device, threads=args.threads,
+                         allow_spinning=False if args.shared_cpu else None)
+    load_s = time.perf_counter() - t0
+    # frames decoded by the parent: no dataset tables in this process while RSS is measured
+    with open(args._frames_file, "rb") as f:
+        frames, starts = pickle.load(f)
+    n = len(frames)
+
+    def run(count: int, keep: bool) -> dict:
+        engine.reset()
+        rec = {"preprocess_ms": [], "inference_ms": [], "postprocess_ms": [], "total_ms": []}
+        for i in range(count):
+            if i in starts:
+                engine.reset()
+            t = time.perf_counter()
+            engine.detect(frames[i % n])
+            total = (time.perf_counter() - t) * 1e3
+            if keep:
+                for k in ("preprocess_ms", "inference_ms", "postprocess_ms"):
+                    rec[k].append(getattr(engine.last_timing, k))
+                rec["total_ms"].append(total)
+        return rec
+
+    run(min(args.warmup, n), keep=False)
+    rec = run(n, keep=True)
+    rss_mb = _peak_rss_mb()  # before the evaluator loads
+    row: dict = {"backend": backend, "precision": precision, "model": str(model), "frames": n,
+                 "engine_load_s": round(load_s, 2), "peak_rss_MB": round(rss_mb, 1)}
+    for k, v in rec.items():
+        row[k.replace("_ms", "") + "_ms_median"] = float(np.median(v))
+        row[k.replace("_ms", "") + "_ms_p90"] = float(np.percentile(v, 90))
+    row["fps"] = 1000.0 / row["total_ms_median"]
+    row["model_file"], row["model_file_MB"] = _model_file(engine, model)
+    if not args.no_nds:
+        from ..predict import predict_and_evaluate
+
+        summary = predict_and_evaluate(engine, args.dataroot, args.version, args.split,
+                                       args.out_dir / f"{backend}-{precision}", progress=False)
+        row["nds"] = float(summary.get("nd_score", 0.0))
+        row["map"] = float(summary.get("mean_ap", 0.0))
+    return row
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process in MB: ``VmHWM`` (reset by exec, so it is this process's
+    own; ``ru_maxrss`` keeps the parent's peak across fork + exec), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model_file(engine, model: str) -> tuple[str, float]:
+    path = getattr(engine, "plan_path", None) or getattr(engine, "path", None)
+    if path is None:
+        from ..models_manifest import resolve_model
+
+        path = resolve_model(model)[0]
+    path = Path(path)
+    return str(path), round(path.stat().st_size / 1e6, 3)
+
+
+# --- parent ------------------------------------------------------------------------------------------
+def _available(backend: str) -> str | None:
+    """None when usable, else the reason it is skipped."""
+    import importlib.util
+
+    if backend == "torch":
+        return None
+    if backend == "onnxruntime":
+        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime not installed"
+    if backend == "tensorrt":
+        from ..engine.tensorrt_engine import require_tensorrt
+
+        try:
+            require_tensorrt()
+        except RuntimeError as exc:
+            return "tensorrt not importable" if "Python package" in str(exc) else "no CUDA GPU visible to PyTorch"
+        return None
+    return f"unknown backend {backend!r}"
+
+
+def _ptq_model(args: argparse.Namespace, model: str) -> str:
+    """Calibrate a W4A6 fake-quant model from the float ``model`` on ``--ptq-frames`` frames (cached)."""
+    import torch
+
+    from ..data.reader import NuScenesReader
+    from ..engine import engine_cache_dir, load_detector
+    from ..preprocess import prepare_frame
+    from ..quant import QuantSpec, calibrate, pack_model, quantize_model
+
+    net, sha, path, quant = load_detector(model)
+    if quant:
+        return model
+    out = engine_cache_dir() / f"{path.stem}.{sha[:16]}.w4a6-ptq{args.ptq_frames}.safetensors"
+    if out.is_file() and out.with_suffix(".json").is_file():
+        return str(out)
+    reader = NuScenesReader(args.dataroot, args.version, split=args.split)
+    batches = []
+    for i in range(min(args.ptq_frames, len(reader))):
+        x = prepare_frame(reader[i].frame, tuple(net.cfg.image_size))
+        batches.append((torch.from_numpy(x.img)[None], torch.from_numpy(x.intrinsics)[None], torch.from_numpy(x.cam2ego)[None]))
+    q = quantize_model(net, QuantSpec(), inplace=False)
+    calibrate(q, batches)
+    pack_model(q, out, {"source_model": str(path), "source_sha256": sha,
+                        "note": f"post-training LSQ calibration on {len(batches)} frames of {args.split} (qdbev bench)"})
+    return str(out)
+
+
+def _prepare(args: argparse.Namespace, combos: list[tuple[str, str, str]]) -> None:
+    """Export / build once in this process so the timed children only load."""
+    from ..engine import cached_onnx
+
+    for backend, precision, model in combos:
+        if backend == "onnxruntime":
+            cached_onnx(model, precision, "u8")
+        elif backend == "tensorrt":
+            from ..engine import load_engine
+
+            load_engine(model, backend="tensorrt", precision=precision)
+
+
+def _table(title: str, rows: list[dict]) -> str:
+    ref = next((r for r in rows if r.get("backend") == "torch" and r.get("precision") == "fp32" and "total_ms_median" in r), None)
+    head = (f"{'backend':<12}{'prec':<6}{'pre ms':>8}{'inf ms':>9}{'inf p90':>9}{'post ms':>8}{'total':>8}"
+            f"{'FPS':>7}{'speed-up':>9}{'RSS MB':>8}{'file MB':>9}{'NDS':>7}")
+    lines = [title, head, "-" * len(head)]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['backend']:<12}{r['precision']:<6}  skipped: {r['skipped']}")
+            continue
+        sp = f"{ref['total_ms_median'] / r['total_ms_median']:.2f}x" if ref else "-"
+        nds = f"{r['nds']:.3f}" if "nds" in r else "-"
+        lines.append(
+            f"{r['backend']:<12}{r['precision']:<6}{r['preprocess_ms_median']:8.1f}{r['inference_ms_median']:9.1f}"
+            f"{r['inference_ms_p90']:9.1f}{r['postprocess_ms_median']:8.1f}{r['total_ms_median']:8.1f}{r['fps']:7.1f}"
+            f"{sp:>9}{r['peak_rss_MB']:8.0f}{r['model_file_MB']:9.2f}{nds:>7}")
+    lines.append("speed-up = torch fp32 total median / row total median (same frames, same run); "
+                 "RSS = peak of the row's own process (engine + torch runtime + frames), before NDS evaluation")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args._one:
+        backend, precision, model = args._one.split("|", 2)
+        print(json.dumps(_measure(args, backend, precision, model)))
+        return 0
+    import os
+    import platform
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    from ..engine import load_detector
+
+    _, _, _, is_quant = load_detector(args.model)
+    int8_model = args.int8_model or (args.model if is_quant else None)
+    rows: list[dict] = []
+    combos: list[tuple[str, str, str]] = []
+    for b in backends:
+        why = _available(b)
+        for p in precisions:
+            if p == "fp16" and b != "tensorrt":
+                continue
+            if why:
+                rows.append({"backend": b, "precision": p, "skipped": why})
+                continue
+            if p == "int8":
+                if int8_model is None:
+                    if args.ptq_frames <= 0:
+                        rows.append({"backend": b, "precision": p, "skipped": "no quantized model (--int8-model / --ptq-frames)"})
+                        continue
+                    int8_model = _ptq_model(args, args.model)
+                combos.append((b, p, int8_model))
+            else:
+                combos.append((b, p, args.model))
+    _prepare(args, combos)
+    import pickle
+    import tempfile
+
+    from ..data.reader import NuScenesReader
+
+    reader = NuScenesReader(args.dataroot, args.version, split=args.split)
+    n = min(args.frames, len(reader))
+    frames = [reader[i].frame for i in range(n)]
+    starts = {sc.first for sc in reader.scenes() if sc.first < n}
+    tmpdir = tempfile.TemporaryDirectory(prefix="qdbev-bench-")
+    frames_file = Path(tmpdir.name) / "frames.pkl"
+    with open(frames_file, "wb") as f:
+        pickle.dump((frames, starts), f)
+    del frames, reader
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if args.shared_cpu:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    for b, p, m in combos:
+        cmd = [sys.executable, "-m", "qdbev_core", "bench", "--_one", f"{b}|{p}|{m}", "--model", args.model,
+               "--frames", str(args.frames), "--warmup", str(args.warmup), "--dataroot", str(args.dataroot),
+               "--version", args.version, "--split", args.split, "--threads", str(args.threads),
+               "--device", args.device, "--out-dir", str(args.out_dir), "--_frames_file", str(frames_file)] \
+            + (["--no-nds"] if args.no_nds else []) + (["--shared-cpu"] if args.shared_cpu else [])
+        print(f"bench: {b} {p} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+            rows.append({"backend": b, "precision": p, "skipped": f"failed: {err}"})
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    tmpdir.cleanup()
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    title = (f"qdbev bench — synthetic data (SynthScenes-format split {args.split!r}, {n} frames): "
+             f"{Path(str(args.model)).name}, {cpu}, {os.cpu_count()} cores, {args.threads} threads"
+             f"{' (shared CPU: no spin-waiting)' if args.shared_cpu else ''}, "
+             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    print(_table(title, rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"title": title, "int8_model": int8_model, "rows": rows}, indent=2) + "\n")
+    print(args.json)
+    return 0

@@ -1,0 +1,132 @@
+"""onnxruntime backend: an exported ``.onnx`` (fp32 or Q/DQ INT8) on the CPU execution provider.
+
+The graph and its sidecar come from ``qdbev_core.export.export_onnx`` (``load_engine`` exports
+and caches them on demand). Temporal state works as in ``TorchEngine``: the ``bev`` output is
+kept and fed back as ``prev_bev`` with the ego motion; on the first frame of a sequence (or after
+a reset / time jump) the engine feeds zeros with ``prev_valid = 0``, which the graph treats
+exactly like "no previous BEV".
+
+Q/DQ graphs: before the session is created, ``export.graph.fold_unfusable_weight_dq`` replaces
+the weight ``DequantizeLinear`` of convolutions onnxruntime cannot run in int8 (their output is
+not quantized in the fake-quant model) by the equal float constant, and the ``MatMulAddFusion``
+optimizer is disabled so ``DQ -> MatMul`` pairs become ``MatMulIntegerToFloat`` (int8 kernel)
+instead of a float ``Gemm``. Neither changes the arithmetic the graph describes. (onnxruntime
+itself rounds a fused ``QLinearConv``'s float bias to int32 at scale ``s_x * s_w``: at most half
+of that product per output, far below one activation step of the next layer.)
+
+Speed on this CPU (2 threads, nano 6 x 128 x 352): int8 ``QLinearConv`` runs 3-6x faster than
+the float conv, but only convolutions whose output feeds a quantizer of the fake-quant model
+(``conv1`` of each residual block, the heads) can use it; the stem and the convolutions that end
+a residual branch have float outputs in the QAT model and stay float, so their exact arithmetic
+is kept rather than adding activation quantizers the model was not trained with.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..model.postprocess import decode_detections
+from ..preprocess import prepare_frame
+from ..types import Detections, Frame
+from .base import Engine
+
+
+class OnnxEngine(Engine):
+    """Run an exported detector with onnxruntime.
+
+    Args:
+        onnx_path: the ``.onnx`` file (its export sidecar ``.json`` must sit beside it).
+        threads: ``intra_op_num_threads`` (inter-op parallelism is 1).
+        providers: onnxruntime execution providers (default ``["CPUExecutionProvider"]``).
+        score_threshold, topk: post-processing (see ``decode_detections``).
+        use_temporal: feed the previous BEV (False: every frame on its own).
+        optimize_qdq: apply the onnxruntime-specific Q/DQ preparation (see module doc).
+        allow_spinning: onnxruntime's thread-pool busy-waiting (None: its default, on). Turn it
+            off on a CPU shared with other work: spinning threads that get preempted made every
+            run ~1.7x slower here next to a training job.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, threads: int = 2, providers: list[str] | None = None,
+                 score_threshold: float = 0.05, topk: int = 300, use_temporal: bool = True,
+                 optimize_qdq: bool = True, allow_spinning: bool | None = None) -> None:
+        super().__init__()
+        import onnx
+        import onnxruntime as ort
+
+        from ..export import read_onnx_sidecar
+        from ..models_manifest import config_from_dict
+
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: ONNX file not found")
+        self.meta = read_onnx_sidecar(self.path)
+        self.cfg = config_from_dict(self.meta["config"])
+        self.precision = self.meta.get("precision", "fp32")
+        self.input_names = [i["name"] for i in self.meta["inputs"]]
+        if "prev_valid" not in self.input_names:
+            raise ValueError(f"{self.path}: exported without the prev_valid input; re-export with with_prev_valid=True")
+        self.score_threshold = score_threshold
+        self.topk = topk
+        self.use_temporal = use_temporal
+        self.threads = threads
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if allow_spinning is not None:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        disabled: list[str] = []
+        source: str | bytes = str(self.path)
+        self.folded_convs: list[str] = []
+        if self.precision == "qdq" and optimize_qdq:
+            from ..export.graph import fold_unfusable_weight_dq
+
+            model = onnx.load(str(self.path))
+            self.folded_convs = fold_unfusable_weight_dq(model)
+            source = model.SerializeToString()
+            disabled = ["MatMulAddFusion"]
+        self.session = ort.InferenceSession(
+            source, so, providers=providers or ["CPUExecutionProvider"], disabled_optimizers=disabled
+        )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        hw, c = self.cfg.bev_h * self.cfg.bev_w, self.cfg.embed_dims
+        self._no_prev = np.zeros((1, hw, c), dtype=np.float32)
+        self._eye = np.eye(4, dtype=np.float32)[None]
+        self._valid = np.ones(1, dtype=np.float32)
+        self._invalid = np.zeros(1, dtype=np.float32)
+
+    def run_arrays(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One raw inference: ``{input name: array}`` -> ``{output name: array}``."""
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+    def detect(self, frame: Frame) -> Detections:
+        t0 = time.perf_counter()
+        net = prepare_frame(frame, tuple(self.cfg.image_size))
+        motion = self.temporal.motion(frame) if self.use_temporal else None
+        feeds = {
+            "img": net.img[None],
+            "intrinsics": net.intrinsics[None],
+            "cam2ego": net.cam2ego[None],
+            "prev_bev": self._no_prev if motion is None else self.temporal.bev,
+            "ego_motion": self._eye if motion is None else motion.astype(np.float32)[None],
+            "prev_valid": self._invalid if motion is None else self._valid,
+        }
+        t1 = time.perf_counter()
+        out = self.run_arrays(feeds)
+        t2 = time.perf_counter()
+        if self.use_temporal:
+            self.temporal.update(frame, out["bev"])
+        det = decode_detections(out, self.score_threshold, self.topk)[0]
+        t3 = time.perf_counter()
+        self.last_timing.preprocess_ms = (t1 - t0) * 1e3
+        self.last_timing.inference_ms = (t2 - t1) * 1e3
+        self.last_timing.postprocess_ms = (t3 - t2) * 1e3
+        return det
