@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,9 +68,20 @@ class TemporalState:
 
 
 class Engine:
-    """Base class: ``detect(frame) -> Detections`` and ``reset()``."""
+    """Base class: ``detect(frame) -> Detections`` and ``reset()``.
+
+    ``detect`` is the same for every backend: ``prepare_frame`` (resize, normalize, rescale
+    intrinsics), the temporal history (previous BEV + ego motion, or none), the backend's
+    ``_feed`` (inputs onto its device / into its buffers) and ``_run`` (returns ``cls_logits``,
+    ``boxes``, ``bev`` of the last decoder layer), then ``decode_detections``. Subclasses set
+    ``cfg`` (the model's ``ModelConfig``), ``score_threshold``, ``topk`` and ``use_temporal``.
+    """
 
     name = "engine"
+    cfg = None
+    score_threshold = 0.05
+    topk = 300
+    use_temporal = True
 
     def __init__(self) -> None:
         self.temporal = TemporalState()
@@ -79,5 +91,30 @@ class Engine:
         """Forget the previous BEV (next frame starts a new sequence)."""
         self.temporal.clear()
 
-    def detect(self, frame: Frame) -> Detections:  # pragma: no cover - interface
+    def detect(self, frame: Frame) -> Detections:
+        from ..model.postprocess import decode_detections
+        from ..preprocess import prepare_frame
+
+        t0 = time.perf_counter()
+        net = prepare_frame(frame, tuple(self.cfg.image_size))
+        motion = self.temporal.motion(frame) if self.use_temporal else None
+        feeds = self._feed(net, None if motion is None else self.temporal.bev, motion)
+        t1 = time.perf_counter()
+        out = self._run(feeds)
+        t2 = time.perf_counter()
+        if self.use_temporal:
+            self.temporal.update(frame, out["bev"])
+        det = decode_detections(out, self.score_threshold, self.topk)[0]
+        t3 = time.perf_counter()
+        self.last_timing.preprocess_ms = (t1 - t0) * 1e3
+        self.last_timing.inference_ms = (t2 - t1) * 1e3
+        self.last_timing.postprocess_ms = (t3 - t2) * 1e3
+        return det
+
+    def _feed(self, net, prev_bev, motion: NDArray[np.float64] | None):  # pragma: no cover - interface
+        """Backend inputs from a ``NetworkInput``; ``prev_bev``/``motion`` are None at a sequence start."""
+        raise NotImplementedError
+
+    def _run(self, feeds) -> dict:  # pragma: no cover - interface
+        """One inference: ``{"cls_logits", "boxes", "bev"}`` (``bev`` is kept as the next ``prev_bev``)."""
         raise NotImplementedError

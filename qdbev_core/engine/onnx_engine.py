@@ -23,14 +23,10 @@ is kept rather than adding activation quantizers the model was not trained with.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ..model.postprocess import decode_detections
-from ..preprocess import prepare_frame
-from ..types import Detections, Frame
 from .base import Engine
 
 
@@ -107,26 +103,15 @@ class OnnxEngine(Engine):
         """One raw inference: ``{input name: array}`` -> ``{output name: array}``."""
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
-    def detect(self, frame: Frame) -> Detections:
-        t0 = time.perf_counter()
-        net = prepare_frame(frame, tuple(self.cfg.image_size))
-        motion = self.temporal.motion(frame) if self.use_temporal else None
-        feeds = {
+    def _feed(self, net, prev_bev, motion) -> dict[str, np.ndarray]:
+        return {
             "img": net.img[None],
             "intrinsics": net.intrinsics[None],
             "cam2ego": net.cam2ego[None],
-            "prev_bev": self._no_prev if motion is None else self.temporal.bev,
+            "prev_bev": self._no_prev if motion is None else prev_bev,
             "ego_motion": self._eye if motion is None else motion.astype(np.float32)[None],
             "prev_valid": self._invalid if motion is None else self._valid,
         }
-        t1 = time.perf_counter()
-        out = self.run_arrays(feeds)
-        t2 = time.perf_counter()
-        if self.use_temporal:
-            self.temporal.update(frame, out["bev"])
-        det = decode_detections(out, self.score_threshold, self.topk)[0]
-        t3 = time.perf_counter()
-        self.last_timing.preprocess_ms = (t1 - t0) * 1e3
-        self.last_timing.inference_ms = (t2 - t1) * 1e3
-        self.last_timing.postprocess_ms = (t3 - t2) * 1e3
-        return det
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run_arrays(feeds)

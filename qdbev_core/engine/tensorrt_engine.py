@@ -38,9 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.postprocess import decode_detections
-from ..preprocess import prepare_frame
-from ..types import Detections, Frame
 from .base import Engine
 
 log = logging.getLogger(__name__)
@@ -233,13 +230,10 @@ class TensorRTEngine(Engine):
                 self.outputs.append(name)
         self._eye = torch.eye(4, device=self.device)[None]
 
-    def detect(self, frame: Frame) -> Detections:
+    def _feed(self, net, prev_bev, motion) -> dict:
         torch = self.torch
-        t0 = time.perf_counter()
-        net = prepare_frame(frame, tuple(self.cfg.image_size))
-        motion = self.temporal.motion(frame) if self.use_temporal else None
         b = self.buffers
-        b["img"].copy_(torch.from_numpy(net.img[None]), non_blocking=False)
+        b["img"].copy_(torch.from_numpy(net.img[None]))
         b["intrinsics"].copy_(torch.from_numpy(net.intrinsics[None]))
         b["cam2ego"].copy_(torch.from_numpy(net.cam2ego[None]))
         if motion is None:
@@ -247,21 +241,16 @@ class TensorRTEngine(Engine):
             b["ego_motion"].copy_(self._eye)
             b["prev_valid"].zero_()
         else:
-            b["prev_bev"].copy_(self.temporal.bev)
+            b["prev_bev"].copy_(prev_bev)
             b["ego_motion"].copy_(torch.from_numpy(motion.astype(np.float32)[None]))
             b["prev_valid"].fill_(1.0)
-        t1 = time.perf_counter()
-        stream = torch.cuda.current_stream(self.device)
+        return b
+
+    def _run(self, feeds: dict) -> dict:
+        stream = self.torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         stream.synchronize()
-        t2 = time.perf_counter()
-        if self.use_temporal:
-            self.temporal.update(frame, b["bev"].clone())
-        out = {"cls_logits": b["cls_logits"].float().cpu().numpy(), "boxes": b["boxes"].float().cpu().numpy()}
-        det = decode_detections(out, self.score_threshold, self.topk)[0]
-        t3 = time.perf_counter()
-        self.last_timing.preprocess_ms = (t1 - t0) * 1e3
-        self.last_timing.inference_ms = (t2 - t1) * 1e3
-        self.last_timing.postprocess_ms = (t3 - t2) * 1e3
-        return det
+        # bev is copied: the binding buffer is overwritten by the next frame's inputs
+        return {"cls_logits": feeds["cls_logits"].float().cpu().numpy(), "boxes": feeds["boxes"].float().cpu().numpy(),
+                "bev": feeds["bev"].clone()}

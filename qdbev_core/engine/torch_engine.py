@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..model import BEVDetector
-from ..model.postprocess import decode_detections
-from ..preprocess import prepare_frame
-from ..types import Detections, Frame
 from .base import Engine
 
 
@@ -46,27 +42,19 @@ class TorchEngine(Engine):
 
         return cls(load_model(model), **kwargs)
 
-    @torch.no_grad()
-    def detect(self, frame: Frame) -> Detections:
-        t0 = time.perf_counter()
-        net = prepare_frame(frame, tuple(self.cfg.image_size))
+    def _feed(self, net, prev_bev, motion):
         dev = self.device
-        img = torch.from_numpy(net.img).unsqueeze(0).to(dev)
-        k = torch.from_numpy(net.intrinsics).unsqueeze(0).to(dev)
-        c2e = torch.from_numpy(net.cam2ego).unsqueeze(0).to(dev)
-        motion = self.temporal.motion(frame) if self.use_temporal else None
-        prev = None if motion is None else self.temporal.bev
-        ego = None if motion is None else torch.from_numpy(motion.astype(np.float32)).unsqueeze(0).to(dev)
-        t1 = time.perf_counter()
-        out = self.model(img, k, c2e, prev_bev=prev, ego_motion=ego)
-        if dev.type == "cuda":
+        return {
+            "img": torch.from_numpy(net.img).unsqueeze(0).to(dev),
+            "intrinsics": torch.from_numpy(net.intrinsics).unsqueeze(0).to(dev),
+            "cam2ego": torch.from_numpy(net.cam2ego).unsqueeze(0).to(dev),
+            "prev_bev": prev_bev,
+            "ego_motion": None if motion is None else torch.from_numpy(motion.astype(np.float32)).unsqueeze(0).to(dev),
+        }
+
+    @torch.no_grad()
+    def _run(self, feeds: dict) -> dict:
+        out = self.model(**feeds)
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        if self.use_temporal:
-            self.temporal.update(frame, out["bev"])
-        det = decode_detections(out, self.score_threshold, self.topk)[0]
-        t3 = time.perf_counter()
-        self.last_timing.preprocess_ms = (t1 - t0) * 1e3
-        self.last_timing.inference_ms = (t2 - t1) * 1e3
-        self.last_timing.postprocess_ms = (t3 - t2) * 1e3
-        return det
+        return out
