@@ -35,6 +35,7 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
+from qdbev_core.bag import messages as bag_messages
 from qdbev_core.classes import CLASS_NAMES
 from qdbev_core.types import Detections
 
@@ -132,22 +133,7 @@ def msg_to_detections(msg: Detection3DArray, class_names: Sequence[str] = CLASS_
     """``Detections`` of a ``Detection3DArray`` (velocity is not in the message: ``vx = vy = 0``).
 
     Each detection takes its highest-scoring hypothesis. A detection without hypotheses, or with
-    a class name not in ``class_names``, raises ``ValueError``.
+    a class name not in ``class_names``, raises ``ValueError``. The rclpy and the rosbags message
+    classes have the same fields, so this is ``qdbev_core.bag.messages.msg_to_detections``.
     """
-    names = tuple(class_names)
-    index = {name: i for i, name in enumerate(names)}
-    n = len(msg.detections)
-    boxes = np.zeros((n, 9), dtype=np.float64)
-    scores = np.zeros((n,), dtype=np.float64)
-    labels = np.zeros((n,), dtype=np.int64)
-    for i, d in enumerate(msg.detections):
-        if not d.results:
-            raise ValueError(f"detection {i} has no class hypothesis")
-        best = max(d.results, key=lambda r: r.hypothesis.score).hypothesis
-        if best.class_id not in index:
-            raise ValueError(f"detection {i}: unknown class {best.class_id!r} (known: {', '.join(names)})")
-        c, s, q = d.bbox.center.position, d.bbox.size, d.bbox.center.orientation
-        boxes[i, :7] = (c.x, c.y, c.z, s.x, s.y, s.z, quaternion_to_yaw(q.x, q.y, q.z, q.w))
-        scores[i] = best.score
-        labels[i] = index[best.class_id]
-    return Detections(boxes=boxes, scores=scores, labels=labels, class_names=names)
+    return bag_messages.msg_to_detections(msg, class_names)
