@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", dest="num_workers", type=int, default=d.num_workers, help="data loader processes")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="warm start a new run from a full-precision manifest name or .safetensors file "
+                   "(BEV-grid parameters are resampled if --model-set changes bev_h/bev_w)")
+    p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the named model config, e.g. --model-set bev_h=48 "
+                   "(VALUE parsed as JSON, else a string); repeatable")
     p.add_argument("--stop-at", type=int, default=None, help="end this invocation after this step (resumable; schedule still spans --steps)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -49,7 +55,36 @@ def run(args: argparse.Namespace) -> int:
 
     kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     kw["eval_split"] = kw.get("eval_split") or None
+    kw["model_overrides"] = parse_model_sets(args.model_set)
     cfg = TrainConfig(**kw, command="qdbev " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     metrics = train(cfg, progress=args.progress, stop_at=args.stop_at)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return 0
+
+
+def parse_model_sets(items: list[str]) -> dict:
+    """``["bev_h=48", "image_size=[192,352]"]`` -> ``{"bev_h": 48, "image_size": (192, 352)}``.
+
+    Values are JSON (lists become tuples, as the config stores them); anything that is not
+    JSON is taken as a string. Unknown field names are rejected with the list of known ones.
+    """
+    import dataclasses
+    import json
+
+    from ..model.config import ModelConfig
+
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SystemExit(f"--model-set {item!r}: expected KEY=VALUE")
+        if key not in known:
+            raise SystemExit(f"--model-set {item!r}: {key!r} is not a model config field; known: {', '.join(sorted(known))}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out

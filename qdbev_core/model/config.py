@@ -198,10 +198,11 @@ CONFIGS: dict[str, ModelConfig] = {
     "nano": ModelConfig(
         name="nano", depth=18, width=0.5, out_stages=(3, 4), num_levels=2, frozen_stages=0,
         frozen_bn=False, embed_dims=64, num_heads=4, ffn_dims=128, dropout=0.0,
-        image_size=(128, 352), bev_h=32, bev_w=32, enc_layers=1, dec_layers=3, num_queries=150,
+        image_size=(192, 352), bev_h=48, bev_w=48, enc_layers=1, dec_layers=3, num_queries=150,
         query_init="heatmap", dense_channels=64, heatmap_min_radius=1,
-        notes="CPU-sized: ResNet-18 at half width, C4+C5, 6x128x352 input, BEV 32x32 (3.2 m cells) "
-        "over the full +-51.2 m range, 64 channels; decoder queries start at heat-map peaks.",
+        notes="CPU-sized: ResNet-18 at half width, C4+C5, 6x192x352 input (SynthScenes scale-0.22 "
+        "images, 198x352, nearly unscaled), BEV 48x48 (2.13 m cells) over the full +-51.2 m range, "
+        "64 channels; decoder queries start at heat-map peaks.",
     ),
 }
 """The named configurations; use ``get_config`` to get a private copy."""

@@ -50,6 +50,10 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads per process (0 = leave the default)."""
     model_overrides: dict = field(default_factory=dict)
+    """``ModelConfig`` fields changed from the named config (``--model-set key=value``)."""
+    init_from: str | None = None
+    """Warm start: a manifest name or ``.safetensors`` path whose weights initialise a new run
+    (BEV-grid parameters resampled; see ``train.warm_start``). Ignored when resuming."""
     qat: QatConfig | None = None
     """Quantization-aware training (``qdbev qat``); ``None`` trains in full precision."""
     command: str = ""

@@ -141,7 +141,13 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     ckpt_path = out / "checkpoints" / "last.pt"
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model_cfg = get_config(cfg.model, **cfg.model_overrides)
+    if cfg.qat is not None:  # the student has the teacher's architecture, whatever `nano` means today
+        from ..checkpoint import read_sidecar
+        from ..models_manifest import config_from_dict, resolve_model
+
+        model_cfg = config_from_dict(read_sidecar(resolve_model(cfg.qat.teacher)[0])["config"])
+    else:
+        model_cfg = get_config(cfg.model, **cfg.model_overrides)
     model = BEVDetector(model_cfg).to(device)
     qat = QatRun(cfg.qat, model, cfg.steps, device) if cfg.qat is not None else None
     criterion = DetectionLoss(model_cfg)
@@ -164,6 +170,12 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         if rank == 0:
             print(f"resuming {out} at step {start}", file=sys.stderr)
     else:
+        if cfg.init_from and qat is None:
+            from .warm_start import warm_start
+
+            info = warm_start(model, cfg.init_from)
+            if rank == 0:
+                print(f"warm start from {info['source']} (sha256 {info['sha256'][:12]})", file=sys.stderr)
         if qat is not None:
             picks = np.linspace(0, len(dataset) - 1, qat.cfg.calib_batches * cfg.batch_size).round().astype(int)
             calib = [_to(collate([dataset[(int(i), cfg.seed + int(i))] for i in picks[j:j + cfg.batch_size]]), device)
