@@ -95,3 +95,18 @@ def test_ddp_two_processes_gloo(synth_dataroot: Path, tmp_path: Path) -> None:
 
     model = load_model(out / "model.safetensors")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_init_from_warm_starts_a_finer_bev_grid(synth_dataroot: Path, tmp_path: Path) -> None:
+    """`--init-from`: a run on a finer grid starts from a trained coarse one, not from scratch."""
+    coarse = tmp_path / "coarse"
+    train(_cfg(synth_dataroot, coarse, steps=3, model_overrides={**TINY, "bev_h": 8, "bev_w": 8}), progress=False)
+    fine = tmp_path / "fine"
+    train(_cfg(synth_dataroot, fine, steps=1, lr=1e-12, warmup_steps=0, init_from=str(coarse / "model.safetensors")),
+          progress=False)
+    from safetensors.torch import load_file
+
+    a, b = load_file(coarse / "model.safetensors"), load_file(fine / "model.safetensors")
+    assert b["encoder.bev_embedding.weight"].shape[0] == 16 * 16
+    for key in ("backbone.stem.conv.weight", "decoder.layers.0.cross_attn.sampling_offsets.weight"):
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
