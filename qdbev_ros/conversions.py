@@ -13,9 +13,12 @@ Mapping of one detection (DESIGN.md section 3; boxes are in the header's frame, 
 - ``results[0].pose.pose`` = the same pose as ``bbox.center`` (covariance left zero: unknown);
 - ``header`` of every ``Detection3D`` = the array's header; ``id`` = ``""`` (no tracking).
 
-Velocity ``(vx, vy)`` has no field in ``vision_msgs/Detection3D`` and is not transmitted:
-``msg_to_detections`` returns ``vx = vy = 0``. (A consumer that needs it must get it from another
-topic; the nuScenes results JSON written offline keeps it.)
+Velocity ``(vx, vy)`` has no field in ``vision_msgs/Detection3D``; it travels in qdbev's own
+``qdbev_msgs/ObjectVelocityArray`` (``velocities_to_msg``), published beside the array with the
+same header (the node's ``~/detections/velocity``): ``velocities[i] = (vx, vy, 0)`` m/s of
+``detections[i]`` in the header frame's axes. ``msg_to_detections(msg, velocities=v)`` rebuilds
+full ``Detections`` from such a pair; ``pair_by_stamp`` pairs two recorded streams by exact
+stamp. Without the velocity message ``msg_to_detections`` returns ``vx = vy = 0``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from vision_msgs.msg import (
 )
 
 from qdbev_core.bag import messages as bag_messages
+from qdbev_core.bag.messages import PairedDetections, pair_by_stamp
 from qdbev_core.classes import CLASS_NAMES
 from qdbev_core.types import Detections
 
@@ -44,9 +48,12 @@ __all__ = [
     "detections_to_msg",
     "make_header",
     "msg_to_detections",
+    "PairedDetections",
+    "pair_by_stamp",
     "quaternion_to_yaw",
     "seconds_to_stamp",
     "stamp_to_seconds",
+    "velocities_to_msg",
     "yaw_to_quaternion",
 ]
 
@@ -129,11 +136,31 @@ def detections_to_msg(det: Detections, header: Header) -> Detection3DArray:
     return out
 
 
-def msg_to_detections(msg: Detection3DArray, class_names: Sequence[str] = CLASS_NAMES) -> Detections:
-    """``Detections`` of a ``Detection3DArray`` (velocity is not in the message: ``vx = vy = 0``).
+def velocities_to_msg(det: Detections, header: Header):
+    """``qdbev_msgs/ObjectVelocityArray`` of ``det``: ``(vx, vy, 0)`` m/s per detection.
+
+    Same header and order as ``detections_to_msg(det, header)``; boxes without velocity columns
+    give zeros. Raises ``ImportError`` where ``qdbev_msgs`` is not built (``make setup``).
+    """
+    from geometry_msgs.msg import Vector3
+    from qdbev_msgs.msg import ObjectVelocityArray
+
+    boxes = np.asarray(det.boxes, dtype=np.float64)
+    vel = boxes[:, 7:9] if boxes.ndim == 2 and boxes.shape[1] >= 9 else np.zeros((len(det), 2))
+    return ObjectVelocityArray(header=copy_header(header),
+                               velocities=[Vector3(x=float(vx), y=float(vy), z=0.0) for vx, vy in vel])
+
+
+def msg_to_detections(msg: Detection3DArray, class_names: Sequence[str] = CLASS_NAMES,
+                      velocities=None) -> Detections:
+    """``Detections`` of a ``Detection3DArray`` (+ its ``ObjectVelocityArray``, if given).
 
     Each detection takes its highest-scoring hypothesis. A detection without hypotheses, or with
-    a class name not in ``class_names``, raises ``ValueError``. The rclpy and the rosbags message
-    classes have the same fields, so this is ``qdbev_core.bag.messages.msg_to_detections``.
+    a class name not in ``class_names``, raises ``ValueError``. ``velocities`` must carry the same
+    stamp, frame and count (else ``ValueError``); without it ``vx = vy = 0``. The rclpy and the
+    rosbags message classes have the same fields, so this is ``qdbev_core.bag.messages``' code.
     """
-    return bag_messages.msg_to_detections(msg, class_names)
+    det = bag_messages.msg_to_detections(msg, class_names)
+    if velocities is not None:
+        det = bag_messages.with_velocities(det, velocities, msg)
+    return det

@@ -14,8 +14,11 @@ Inner workings (the Autoware camera-BEV node pattern, DESIGN.md section 5):
    complete set replaces the pending one in a one-slot mailbox (the replaced set is counted as
    dropped: newest wins, no backlog).
 4. A worker thread (off the executor thread that receives images) decodes the images, assembles
-   the ``Frame`` (same code as offline replay), runs the engine, and publishes detections (stamp
-   = CAM_FRONT's header stamp, ``frame_id`` parameter), markers and timings.
+   the ``Frame`` (same code as offline replay), runs the engine, and publishes the velocities
+   (``~/detections/velocity``, ``qdbev_msgs/ObjectVelocityArray``: ``vision_msgs/Detection3D``
+   has no velocity field) and then the detections (``~/detections``, ``Detection3DArray``) with
+   one header (stamp = CAM_FRONT's header stamp, ``frame_id`` parameter), markers and timings.
+   Consumers pair the two by exact stamp (``qdbev_ros.conversions.msg_to_detections``).
 
 Bad input never stops the node: each problem is logged once per (camera, kind), counted, and
 reported on ``/diagnostics``; frames with bad images are skipped (no output rather than wrong
@@ -61,7 +64,7 @@ from qdbev_core.frame_assembly import (
 )
 from qdbev_core.types import CAMERA_NAMES, Detections
 
-from .conversions import copy_header, detections_to_msg, stamp_to_seconds
+from .conversions import copy_header, detections_to_msg, stamp_to_seconds, velocities_to_msg
 from .diagnostics import PIPELINE, DiagnosticsState
 from .markers import detections_to_markers
 from .ros_io import camera_info_to_intrinsics, msg_to_rgb, pose_to_matrix, transform_to_matrix
@@ -176,6 +179,7 @@ class QdbevNode(Node):
 
         # outputs
         self.pub_det = self.create_publisher(Detection3DArray, "~/detections", 10)
+        self.pub_vel = self._velocity_publisher()
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.p["publish_markers"] else None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pub_time = {k: self.create_publisher(Float64, f"~/debug/processing_time/{k}_ms", 10)
@@ -263,6 +267,18 @@ class QdbevNode(Node):
         self.image_topics = [t or f"{ns}/{c}/{suffix}" for t, c in zip(p["image_topics"], CAMERA_NAMES)]
         self.camera_info_topics = [t or f"{ns}/{c}/camera_info" for t, c in zip(p["camera_info_topics"], CAMERA_NAMES)]
         return p
+
+    def _velocity_publisher(self):
+        """``~/detections/velocity`` publisher, or ``None`` (one warning) where qdbev_msgs is missing."""
+        try:
+            from qdbev_msgs.msg import ObjectVelocityArray
+        except ImportError as exc:
+            self.get_logger().warning(
+                f"qdbev_msgs is not importable ({exc}): ~/detections/velocity is not published, so consumers "
+                "get no object velocities. Build ros_interfaces/qdbev_msgs (`make setup`, or add it to the colcon "
+                "workspace)")
+            return None
+        return self.create_publisher(ObjectVelocityArray, "~/detections/velocity", 10)
 
     def _load_engine(self):
         from qdbev_core.engine import load_engine
@@ -646,6 +662,8 @@ class QdbevNode(Node):
         header = Header(frame_id=self.p["frame_id"])
         header.stamp = front.header.stamp
         header = copy_header(header)
+        if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
+            self.pub_vel.publish(velocities_to_msg(det, header))
         self.pub_det.publish(detections_to_msg(det, header))
         if self.pub_markers is not None:
             keep = np.asarray(det.scores) >= self.p["marker_score_threshold"]

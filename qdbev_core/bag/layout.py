@@ -15,7 +15,10 @@ topic                                             type                          
 ================================================  =====================================  ==========
 
 Output topics of ``qdbev replay`` (the node's ``~/`` topics under its default name):
-``/qdbev_node/detections`` (``Detection3DArray``) and ``/qdbev_node/markers`` (``MarkerArray``).
+``/qdbev_node/detections`` (``Detection3DArray``), ``/qdbev_node/detections/velocity``
+(``qdbev_msgs/ObjectVelocityArray``, same header, one velocity per detection) and
+``/qdbev_node/markers`` (``MarkerArray``). ``qdbev bag record`` records the same topics from a
+live node.
 
 The bag's ``metadata.yaml`` carries ``custom_data["qdbev.source"]``: a JSON ``BagSource`` naming
 the dataroot, version, scene and, per key frame, the sample token, the CAM_FRONT stamp (the stamp
@@ -49,6 +52,7 @@ __all__ = [
     "SOURCE_KEY",
     "TF_STATIC_TOPIC",
     "TF_TOPIC",
+    "VELOCITY_TOPIC",
     "camera_info_topic",
     "image_topic",
     "read_bag_source",
@@ -59,6 +63,7 @@ TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
 GROUND_TRUTH_TOPIC = "/qdbev/ground_truth"
 DETECTIONS_TOPIC = "/qdbev_node/detections"
+VELOCITY_TOPIC = "/qdbev_node/detections/velocity"
 MARKERS_TOPIC = "/qdbev_node/markers"
 SOURCE_KEY = "qdbev.source"
 """``metadata.yaml`` ``custom_data`` key of the JSON ``BagSource``."""

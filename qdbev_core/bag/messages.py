@@ -7,7 +7,12 @@ The bag tools write the same messages the live node exchanges, field for field:
   ``(0, 0, sin(yaw/2), cos(yaw/2))``, ``results[0].pose.pose`` = the box pose, ``id`` empty);
 - ``detections_to_markers``: the MarkerArray of ``qdbev_ros.markers`` (``DELETEALL`` first,
   ``boxes`` cubes, ``labels`` texts, ``velocity`` arrows);
-- ``camera_info``: the undistorted pinhole CameraInfo of ``qdbev_ros.ros_io.make_camera_info``.
+- ``camera_info``: the undistorted pinhole CameraInfo of ``qdbev_ros.ros_io.make_camera_info``;
+- ``velocities_to_msg`` / ``with_velocities`` / ``pair_by_stamp``: the
+  ``qdbev_msgs/ObjectVelocityArray`` published beside each ``Detection3DArray`` (same header,
+  ``velocities[i]`` belongs to ``detections[i]``; ``vision_msgs/Detection3D`` has no velocity)
+  and the stamp-exact pairing that rebuilds full ``Detections`` (``vx``, ``vy`` included).
+  These work on rclpy messages too (same field names).
 
 ``test/unit/test_bag.py`` serializes both versions (rclpy and rosbags) and checks the CDR bytes
 are identical. ``new(typename, **fields)`` builds any message with ROS default values for the
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +35,7 @@ from ..classes import CLASS_NAMES
 from ..frame_assembly import decode_compressed_image, decode_raw_image
 from ..geometry import make_transform, matrix_to_quat
 from ..types import Detections
-from .typestore import COMPRESSED_IMAGE, get_typestore
+from .typestore import COMPRESSED_IMAGE, OBJECT_VELOCITY_ARRAY, get_typestore
 
 __all__ = [
     "camera_info",
@@ -37,15 +43,20 @@ __all__ = [
     "detections_to_markers",
     "detections_to_msg",
     "header",
+    "header_stamp_ns",
     "image_to_rgb",
     "msg_to_detections",
     "new",
+    "PairedDetections",
+    "pair_by_stamp",
     "raw_image",
     "stamp_of",
     "tf_message",
     "time_msg",
     "transform_stamped",
     "transform_to_matrix",
+    "velocities_to_msg",
+    "with_velocities",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -116,6 +127,20 @@ def stamp_of(msg: Any) -> int:
 
 def header(ns: int, frame_id: str) -> Any:
     return new("std_msgs/msg/Header", stamp=time_msg(ns), frame_id=frame_id)
+
+
+def header_stamp_ns(raw: bytes | memoryview) -> int:
+    """``header.stamp`` (integer ns) of a serialized (CDR) message whose first field is a Header.
+
+    Reads the 4-byte encapsulation (byte 1: 0 = big, 1 = little endian) and the ``int32 sec``,
+    ``uint32 nanosec`` after it, without deserializing the rest (e.g. image data).
+    """
+    import struct
+
+    if len(raw) < 12 or raw[0] != 0 or raw[1] not in (0, 1):
+        raise ValueError(f"not a plain CDR message with a header ({len(raw)} bytes, encapsulation {bytes(raw[:2])!r})")
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] == 1 else ">iI", raw, 4)
+    return int(sec) * 1_000_000_000 + int(nanosec)
 
 
 def _copy_header(h: Any) -> Any:
@@ -258,6 +283,92 @@ def msg_to_detections(msg: Any, class_names: Sequence[str] = CLASS_NAMES) -> Det
         scores[i] = best.score
         labels[i] = index[best.class_id]
     return Detections(boxes=boxes, scores=scores, labels=labels, class_names=names)
+
+
+def velocities_to_msg(det: Detections, ns: int, frame_id: str) -> Any:
+    """``qdbev_msgs/ObjectVelocityArray`` of ``det``: ``(vx, vy, 0)`` m/s in ``frame_id`` axes.
+
+    Same header and order as ``detections_to_msg(det, ns, frame_id)``; boxes with fewer than 9
+    columns (no velocity) give zeros.
+    """
+    boxes = np.asarray(det.boxes, dtype=np.float64)
+    n = len(det)
+    vel = boxes[:, 7:9] if boxes.ndim == 2 and boxes.shape[1] >= 9 else np.zeros((n, 2))
+    return new(OBJECT_VELOCITY_ARRAY, header=header(ns, frame_id),
+               velocities=[new("geometry_msgs/msg/Vector3", x=float(vx), y=float(vy), z=0.0) for vx, vy in vel])
+
+
+def with_velocities(det: Detections, velocity_msg: Any, detections_msg: Any | None = None) -> Detections:
+    """``det`` (from ``msg_to_detections``) with ``vx, vy`` taken from an ``ObjectVelocityArray``.
+
+    Works on rosbags and rclpy messages. ``detections_msg``, when given, must have the same stamp
+    and frame as ``velocity_msg``; the number of velocities must equal the number of detections.
+    Raises ``ValueError`` otherwise (the two do not belong together).
+    """
+    if detections_msg is not None:
+        a, b = stamp_of(detections_msg), stamp_of(velocity_msg)
+        if a != b:
+            raise ValueError(f"velocities stamped {b} ns do not belong to detections stamped {a} ns")
+        fa, fb = detections_msg.header.frame_id, velocity_msg.header.frame_id
+        if fa != fb:
+            raise ValueError(f"velocities in frame {fb!r} but detections in frame {fa!r} (stamp {a} ns)")
+    n = len(det)
+    if len(velocity_msg.velocities) != n:
+        raise ValueError(f"{len(velocity_msg.velocities)} velocities for {n} detections "
+                         f"(stamp {stamp_of(velocity_msg)} ns): not the same detections")
+    boxes = np.zeros((n, 9))
+    if n:
+        src = np.asarray(det.boxes, dtype=np.float64)[:, :7]
+        boxes[:, : src.shape[1]] = src
+    for i, v in enumerate(velocity_msg.velocities):
+        boxes[i, 7], boxes[i, 8] = float(v.x), float(v.y)
+    return Detections(boxes=boxes, scores=np.asarray(det.scores, dtype=np.float64).copy(),
+                      labels=np.asarray(det.labels).copy(), class_names=det.class_names)
+
+
+@dataclass
+class PairedDetections:
+    """What ``pair_by_stamp`` made of two recorded streams.
+
+    Attributes:
+        pairs: ``(stamp ns, Detections)`` per detections message, in its order; ``vx, vy`` from
+            the velocity message of the same stamp, zeros where there was none.
+        without_velocity: stamps (ns) of detections messages that had no velocity message.
+        unmatched_velocity: stamps (ns) of velocity messages that had no detections message.
+    """
+
+    pairs: list[tuple[int, Detections]] = field(default_factory=list)
+    without_velocity: list[int] = field(default_factory=list)
+    unmatched_velocity: list[int] = field(default_factory=list)
+
+    def by_stamp(self) -> dict[int, Detections]:
+        """``{stamp ns: Detections}`` (a repeated stamp, e.g. a bag loop: the last one)."""
+        return dict(self.pairs)
+
+
+def pair_by_stamp(detection_msgs: Sequence[Any], velocity_msgs: Sequence[Any],
+                  class_names: Sequence[str] = CLASS_NAMES) -> PairedDetections:
+    """Pair ``Detection3DArray`` and ``ObjectVelocityArray`` messages by exact header stamp.
+
+    Stamps are compared as integer nanoseconds (no tolerance: the node gives both messages the
+    same header). A stamp that occurs several times (a bag played in a loop) pairs first with
+    first. Raises ``ValueError`` when a pair disagrees in frame or length (``with_velocities``).
+    """
+    pending: dict[int, list[Any]] = {}
+    for v in velocity_msgs:
+        pending.setdefault(stamp_of(v), []).append(v)
+    out = PairedDetections()
+    for d in detection_msgs:
+        t = stamp_of(d)
+        det = msg_to_detections(d, class_names)
+        queue = pending.get(t)
+        if queue:
+            det = with_velocities(det, queue.pop(0), d)
+        else:
+            out.without_velocity.append(t)
+        out.pairs.append((t, det))
+    out.unmatched_velocity = sorted(t for t, q in pending.items() for _ in q)
+    return out
 
 
 def _color(name: str, alpha: float) -> Any:

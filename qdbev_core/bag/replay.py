@@ -20,9 +20,12 @@ same parameters (``NodeParams`` from the node's params file):
    ``engine.detect``. Unlike the live node nothing is dropped for being slow: every set is
    processed (live, a set is dropped only when the next one completes before inference ends).
 5. Output bag (optional, MCAP): ``/qdbev_node/detections`` (``Detection3DArray``, stamp = CAM_FRONT
-   stamp, ``frame_id``) and ``/qdbev_node/markers`` (``MarkerArray``, ``marker_score_threshold``)
-   built like the node's messages, plus copies of ``/tf_static``, ``/tf`` and
-   ``/qdbev/ground_truth`` so the output bag alone shows detections against ground truth.
+   stamp, ``frame_id``), ``/qdbev_node/detections/velocity`` (``qdbev_msgs/ObjectVelocityArray``,
+   same header, ``(vx, vy, 0)`` m/s per detection) and ``/qdbev_node/markers`` (``MarkerArray``,
+   ``marker_score_threshold``) built like the node's messages, plus copies of ``/tf_static``,
+   ``/tf`` and ``/qdbev/ground_truth`` so the output bag alone shows detections against ground
+   truth. ``qdbev_core.bag.recorded.read_detections_bag`` reads detections + velocities back from
+   such a bag (or from one ``qdbev bag record`` made of a live node) for ``score_replay``.
 
 ``score_replay(result, source, eval_dir)`` scores the detections of the bag's key frames with the
 official nuScenes evaluator: detections are matched to key frames by CAM_FRONT stamp (the
@@ -68,10 +71,11 @@ from .layout import (
     MARKERS_TOPIC,
     TF_STATIC_TOPIC,
     TF_TOPIC,
+    VELOCITY_TOPIC,
     BagSource,
     NodeParams,
 )
-from .typestore import DETECTION3D_ARRAY, MARKER_ARRAY, get_typestore
+from .typestore import DETECTION3D_ARRAY, MARKER_ARRAY, OBJECT_VELOCITY_ARRAY, get_typestore
 
 __all__ = ["ReplayResult", "replay_bag", "score_replay", "REPLAY_SPLIT"]
 
@@ -267,6 +271,7 @@ def replay_bag(
             writer = Writer(Path(out_bag), version=9, storage_plugin=StoragePlugin.MCAP)
             writer.open()
             out_conns[DETECTIONS_TOPIC] = writer.add_connection(DETECTIONS_TOPIC, DETECTION3D_ARRAY, typestore=store)
+            out_conns[VELOCITY_TOPIC] = writer.add_connection(VELOCITY_TOPIC, OBJECT_VELOCITY_ARRAY, typestore=store)
             if params.publish_markers:
                 out_conns[MARKERS_TOPIC] = writer.add_connection(MARKERS_TOPIC, MARKER_ARRAY, typestore=store)
             for c in reader.connections:
@@ -386,6 +391,9 @@ class ResultAccumulator:
         self.res.detections[front_ns] = det
         if writer is not None:
             store = get_typestore()
+            writer.write(out_conns[VELOCITY_TOPIC], log_ns,  # before the detections, as the node
+                         bytes(store.serialize_cdr(m.velocities_to_msg(det, front_ns, params.frame_id),
+                                                   OBJECT_VELOCITY_ARRAY)))
             writer.write(out_conns[DETECTIONS_TOPIC], log_ns,
                          bytes(store.serialize_cdr(m.detections_to_msg(det, front_ns, params.frame_id),
                                                    DETECTION3D_ARRAY)))

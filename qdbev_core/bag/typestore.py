@@ -8,7 +8,9 @@ otherwise) with the message types that are not part of it registered from their 
   Detection3DArray}`` from the repository's ``ros_interfaces/vision_msgs/msg/`` (the public
   vision_msgs 4.x field list), or from an installed ``share/vision_msgs/msg/`` (ROS install /
   ``AMENT_PREFIX_PATH``) when the repository folder is not there;
-- ``tf2_msgs/msg/TFMessage`` the same way, only if the store lacks it.
+- ``tf2_msgs/msg/TFMessage`` the same way, only if the store lacks it;
+- ``qdbev_msgs/msg/ObjectVelocityArray`` (qdbev's own message: per-detection velocities beside a
+  ``Detection3DArray``) from ``ros_interfaces/qdbev_msgs/msg/`` the same way.
 
 The registered types get the same RIHS01 type hashes as the generated ROS packages
 (``test/unit/test_bag.py`` checks it), so ``ros2 bag`` and rclpy accept bags written with them.
@@ -26,6 +28,7 @@ __all__ = [
     "DETECTION3D_ARRAY",
     "IMAGE",
     "MARKER_ARRAY",
+    "OBJECT_VELOCITY_ARRAY",
     "ODOMETRY",
     "TF_MESSAGE",
     "VISION_MSGS_TYPES",
@@ -41,6 +44,7 @@ TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 ODOMETRY = "nav_msgs/msg/Odometry"
 DETECTION3D_ARRAY = "vision_msgs/msg/Detection3DArray"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
+OBJECT_VELOCITY_ARRAY = "qdbev_msgs/msg/ObjectVelocityArray"
 
 VISION_MSGS_TYPES: tuple[str, ...] = (
     "ObjectHypothesis", "ObjectHypothesisWithPose", "BoundingBox3D", "Detection3D", "Detection3DArray",
@@ -114,6 +118,8 @@ def get_typestore():
         extra.update(_msg_types("vision_msgs", VISION_MSGS_TYPES))
     if TF_MESSAGE not in store.fielddefs:
         extra.update(_msg_types("tf2_msgs", ("TFMessage",)))
+    if OBJECT_VELOCITY_ARRAY not in store.fielddefs:
+        extra.update(_msg_types("qdbev_msgs", ("ObjectVelocityArray",)))
     if extra:
         store.register(extra)
     return store

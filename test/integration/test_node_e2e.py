@@ -3,7 +3,8 @@
 The node runs as its own process (the venv's ``qdbev_node`` console script, else
 ``python -m qdbev_ros.node``) with ``config/qdbev.yaml`` and a random-weight ``nano`` model saved
 to a temporary safetensors file. This test process publishes six raw cameras + CameraInfo +
-``/tf_static`` (+ ``/tf`` odom -> base_link) and subscribes to the node's outputs. Every process
+``/tf_static`` (+ ``/tf`` odom -> base_link) and subscribes to the node's outputs (detections and
+their velocities, markers, diagnostics, timings). Every process
 uses ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, a ``ROS_DOMAIN_ID`` of this test's own and
 qdbev's Fast DDS profile.
 
@@ -104,8 +105,8 @@ class NodeProcess:
         """Log lines matching ``pattern`` (regex), from line ``since`` on."""
         return sum(1 for line in list(self.lines)[since:] if re.search(pattern, line))
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGINT (clean shutdown), then kill if it hangs; returns the exit code."""
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGINT (clean shutdown), then kill if it hangs (a starved CPU can take tens of seconds); exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(2)
             try:
@@ -128,6 +129,7 @@ class RigPublisher:
     def __init__(self, domain_id: int, node_name: str = "qdbev") -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
+        from qdbev_msgs.msg import ObjectVelocityArray
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -170,6 +172,8 @@ class RigPublisher:
         self.timings: dict[str, list[float]] = {}
         ns = f"/{node_name}_node"
         self.node.create_subscription(Detection3DArray, f"{ns}/detections", self.detections.append, 10)
+        self.velocities: list = []
+        self.node.create_subscription(ObjectVelocityArray, f"{ns}/detections/velocity", self.velocities.append, 10)
         self.node.create_subscription(MarkerArray, f"{ns}/markers", self.markers.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         for k in ("processing_time/preprocess_ms", "processing_time/inference_ms",
@@ -330,6 +334,12 @@ def test_node_end_to_end(tmp_path: Path) -> None:
             assert q.x == 0.0 and q.y == 0.0 and abs(q.z * q.z + q.w * q.w - 1.0) < 1e-9
     stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in rig.detections]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # newest wins, never backwards
+    # velocities: one ObjectVelocityArray per Detection3DArray, same header, one velocity per box
+    from qdbev_ros.conversions import pair_by_stamp
+
+    paired = pair_by_stamp(rig.detections, rig.velocities)
+    assert not paired.without_velocity, (len(rig.detections), len(rig.velocities))
+    assert all(v.header.frame_id == "base_link" for v in rig.velocities)
 
     assert rig.markers, "no markers"
     first = rig.markers[0].markers

@@ -212,10 +212,11 @@ def test_cli_bag_from_nuscenes_and_info(synth_dataroot: Path, scene_reader, tmp_
 
 
 def test_typestore_hashes_match_generated_interfaces() -> None:
-    """vision_msgs registered from .msg text gets the RIHS01 hash of the generated package."""
+    """vision_msgs / qdbev_msgs registered from .msg text get the RIHS01 hash of the generated packages."""
     store = get_typestore()
     checked = 0
-    for typename in ("vision_msgs/msg/Detection3DArray", "tf2_msgs/msg/TFMessage", "sensor_msgs/msg/CompressedImage"):
+    for typename in ("vision_msgs/msg/Detection3DArray", "tf2_msgs/msg/TFMessage", "sensor_msgs/msg/CompressedImage",
+                     "qdbev_msgs/msg/ObjectVelocityArray"):
         pkg, _, name = typename.split("/")
         for prefix in (Path(sys.prefix), REPO / "build"):
             for path in prefix.glob(f"**/share/{pkg}/msg/{name}.json") if prefix.name == "build" else \
@@ -240,7 +241,7 @@ def test_message_bytes_equal_the_nodes_messages() -> None:
     pytest.importorskip("rclpy")
     from rclpy.serialization import deserialize_message, serialize_message
 
-    from qdbev_ros.conversions import detections_to_msg, make_header, seconds_to_stamp
+    from qdbev_ros.conversions import detections_to_msg, make_header, seconds_to_stamp, velocities_to_msg
     from qdbev_ros.markers import detections_to_markers
     from qdbev_ros.ros_io import make_camera_info
 
@@ -259,6 +260,8 @@ def test_message_bytes_equal_the_nodes_messages() -> None:
     store = get_typestore()
     pairs = [
         (detections_to_msg(det, header), m.detections_to_msg(det, ns, "base_link"), "vision_msgs/msg/Detection3DArray"),
+        (velocities_to_msg(det, header), m.velocities_to_msg(det, ns, "base_link"),
+         "qdbev_msgs/msg/ObjectVelocityArray"),
         (detections_to_markers(det, header), m.detections_to_markers(det, ns, "base_link"),
          "visualization_msgs/msg/MarkerArray"),
         (detections_to_markers(Detections(), header), m.detections_to_markers(Detections(), ns, "base_link"),
@@ -272,6 +275,21 @@ def test_message_bytes_equal_the_nodes_messages() -> None:
     for ros_msg, bag_msg, typename in pairs:
         node_side = deserialize_message(serialize_message(ros_msg), type(ros_msg))
         assert deserialize_message(bytes(store.serialize_cdr(bag_msg, typename)), type(ros_msg)) == node_side, typename
+
+
+def test_header_stamp_of_serialized_messages() -> None:
+    """``header_stamp_ns`` reads the stamp from CDR bytes (both byte orders) without deserializing."""
+    import struct
+
+    store = get_typestore()
+    ns = 1_535_610_199_964_500_123
+    for typename, msg in (("sensor_msgs/msg/CompressedImage", m.compressed_image(ns, "CAM_FRONT", b"\xff\xd8", "jpeg")),
+                          ("qdbev_msgs/msg/ObjectVelocityArray", m.velocities_to_msg(Detections(), ns, "base_link"))):
+        assert m.header_stamp_ns(bytes(store.serialize_cdr(msg, typename))) == ns
+    big = b"\x00\x00\x00\x00" + struct.pack(">iI", 12, 34)
+    assert m.header_stamp_ns(big) == 12_000_000_034
+    with pytest.raises(ValueError, match="not a plain CDR"):
+        m.header_stamp_ns(b"\x00\x01\x00")
 
 
 def test_new_fills_ros_defaults() -> None:
@@ -319,7 +337,8 @@ def test_sync_is_shared_with_the_node() -> None:
 
 
 def test_bag_package_is_ros_free() -> None:
-    code = ("import sys, qdbev_core.bag.replay, qdbev_core.bag.from_nuscenes, qdbev_core.cli.bag, qdbev_core.cli.replay; "
+    code = ("import sys, qdbev_core.bag.replay, qdbev_core.bag.recorded, qdbev_core.bag.from_nuscenes, "
+            "qdbev_core.cli.bag, qdbev_core.cli.replay; "
             "bad = [k for k in sys.modules if k.split('.')[0] in ('rclpy', 'qdbev_ros', 'torch')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)

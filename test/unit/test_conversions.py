@@ -1,4 +1,7 @@
-"""qdbev_ros.conversions: Detections <-> vision_msgs/Detection3DArray (no middleware involved)."""
+"""qdbev_ros.conversions: Detections <-> vision_msgs/Detection3DArray + qdbev_msgs/ObjectVelocityArray.
+
+No middleware involved; the velocity pairing is stamp-exact.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from qdbev_ros.conversions import (
     detections_to_msg,
     make_header,
     msg_to_detections,
+    pair_by_stamp,
     quaternion_to_yaw,
     seconds_to_stamp,
     stamp_to_seconds,
+    velocities_to_msg,
     yaw_to_quaternion,
 )
 
@@ -49,7 +54,10 @@ def test_round_trip_is_exact_in_float64() -> None:
     np.testing.assert_array_equal(back.scores, det.scores)  # bit-exact
     np.testing.assert_array_equal(back.boxes[:, 0:6], det.boxes[:, 0:6])  # bit-exact
     np.testing.assert_allclose(back.boxes[:, 6], det.boxes[:, 6], rtol=0, atol=1e-14)
-    np.testing.assert_array_equal(back.boxes[:, 7:9], 0.0)  # velocity is not in Detection3D
+    np.testing.assert_array_equal(back.boxes[:, 7:9], 0.0)  # velocity is not in Detection3D...
+    full = msg_to_detections(msg, velocities=velocities_to_msg(det, header))  # ...but in its velocity message
+    np.testing.assert_array_equal(full.boxes[:, [0, 1, 2, 3, 4, 5, 7, 8]], det.boxes[:, [0, 1, 2, 3, 4, 5, 7, 8]])
+    np.testing.assert_array_equal(full.scores, det.scores)
     assert back.boxes.dtype == np.float64 and back.scores.dtype == np.float64
     assert back.labels.dtype == np.int64
 
@@ -157,3 +165,62 @@ def test_stamps() -> None:
     assert (t.sec, t.nanosec) == (4, 0)
     with pytest.raises(ValueError):
         seconds_to_stamp(-1.0)
+
+
+# ---- velocities (qdbev_msgs/ObjectVelocityArray) ------------------------------------------------
+
+
+def test_velocity_message_fields() -> None:
+    det = _detections(4)
+    header = make_header(1_700_000_000.25, "base_link")
+    vel = velocities_to_msg(det, header)
+    assert type(vel).__name__ == "ObjectVelocityArray"
+    assert vel.header == header and vel.header is not header  # same header, a copy
+    assert [(v.x, v.y, v.z) for v in vel.velocities] == [(b[7], b[8], 0.0) for b in det.boxes]  # m/s, same order
+    seven = Detections(boxes=det.boxes[:, :7], scores=det.scores, labels=det.labels)  # no velocity columns
+    assert all((v.x, v.y) == (0.0, 0.0) for v in velocities_to_msg(seven, header).velocities)
+    assert len(velocities_to_msg(Detections(), header).velocities) == 0
+
+
+def test_velocities_must_belong_to_the_detections() -> None:
+    det = _detections(3)
+    header = make_header(5.0, "base_link")
+    msg = detections_to_msg(det, header)
+    with pytest.raises(ValueError, match="do not belong"):
+        msg_to_detections(msg, velocities=velocities_to_msg(det, make_header(5.000000001, "base_link")))  # 1 ns off
+    with pytest.raises(ValueError, match="frame 'odom'"):
+        msg_to_detections(msg, velocities=velocities_to_msg(det, make_header(5.0, "odom")))
+    fewer = Detections(boxes=det.boxes[:2], scores=det.scores[:2], labels=det.labels[:2])
+    with pytest.raises(ValueError, match="2 velocities for 3 detections"):
+        msg_to_detections(msg, velocities=velocities_to_msg(fewer, header))
+
+
+def test_pair_by_stamp_is_exact() -> None:
+    """Pairs by integer-ns stamp regardless of order; misses and leftovers are listed, not guessed."""
+    stamps = [10.0, 10.5, 11.0, 11.5]
+    dets = [_detections(3, seed=i) for i in range(len(stamps))]
+    det_msgs = [detections_to_msg(d, make_header(t)) for d, t in zip(dets, stamps)]
+    vel_msgs = [velocities_to_msg(d, make_header(t)) for d, t in zip(dets, stamps)]
+    # velocity of 11.0 lost, one stray velocity 1 ns after 11.5, arrival order shuffled
+    stray = velocities_to_msg(dets[3], make_header(seconds_to_stamp(11.5)))
+    stray.header.stamp.nanosec += 1
+    paired = pair_by_stamp(det_msgs, [vel_msgs[3], vel_msgs[0], stray, vel_msgs[1]])
+    assert [t for t, _ in paired.pairs] == [int(t * 1e9) for t in stamps]  # detections order kept
+    for (t, got), want, s in zip(paired.pairs, dets, stamps):
+        expected = 0.0 if s == 11.0 else want.boxes[:, 7:9]
+        np.testing.assert_array_equal(got.boxes[:, 7:9], expected)
+        np.testing.assert_array_equal(got.boxes[:, :6], want.boxes[:, :6])
+    assert paired.without_velocity == [11_000_000_000]
+    assert paired.unmatched_velocity == [11_500_000_001]
+    assert set(paired.by_stamp()) == {int(t * 1e9) for t in stamps}
+
+
+def test_pair_by_stamp_repeated_stamps_pair_in_order() -> None:
+    """A bag played twice repeats stamps: the n-th detections of a stamp take its n-th velocities."""
+    a, b = _detections(3, seed=1), _detections(3, seed=2)
+    h = make_header(3.0)
+    paired = pair_by_stamp([detections_to_msg(a, h), detections_to_msg(b, h)],
+                           [velocities_to_msg(a, h), velocities_to_msg(b, h)])
+    np.testing.assert_array_equal(paired.pairs[0][1].boxes[:, 7:9], a.boxes[:, 7:9])
+    np.testing.assert_array_equal(paired.pairs[1][1].boxes[:, 7:9], b.boxes[:, 7:9])
+    assert not paired.without_velocity and not paired.unmatched_velocity
