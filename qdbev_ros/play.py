@@ -22,6 +22,15 @@ subscriber, publishing the bag's first ``/tf_static`` and first ``CameraInfo`` o
 and extrinsics, so without this the first camera sets of a bag are lost while the node starts.
 ``qdbev replay`` assumes exactly this (calibration known before the first image).
 
+``--pace-topic TOPIC`` (closed loop, e.g. ``/qdbev_node/detections``): camera set ``k + 1`` is
+published only once a message on ``TOPIC`` whose header stamp lies within set ``k``'s image
+stamps has arrived (the node stamps its output with CAM_FRONT's stamp), or after
+``--pace-timeout`` seconds (a set the node skipped; counted). Recorded timing is kept between
+waits (the schedule shifts by each wait), so the node sees every set exactly once whatever its
+speed: no newest-wins drops, and live output equals ``qdbev replay``'s. The last set is waited
+for too, so the player exits after the node's last output. A "set" is the k-th message of every
+image topic; image messages must carry a ``std_msgs/Header`` first (Image, CompressedImage).
+
 Every process must run with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (or a deliberate wider
 range), its ``ROS_DOMAIN_ID`` and qdbev's Fast DDS profile (``config/fastdds_shm.xml``) for
 camera-sized messages.
@@ -59,11 +68,18 @@ class PlayStats:
     late_ms_max: float = 0.0
     late_ms_mean: float = 0.0
     skipped_topics: dict[str, str] = field(default_factory=dict)
+    paced_sets: int = 0
+    pace_timeouts: int = 0
+    pace_wait_s: float = 0.0
 
     def summary(self) -> str:
-        return (f"published {self.published} messages on {len(self.per_topic)} topics in {self.wall_s:.2f} s "
+        text = (f"published {self.published} messages on {len(self.per_topic)} topics in {self.wall_s:.2f} s "
                 f"(bag time {self.bag_s:.2f} s, {self.loops} pass(es)); lateness mean {self.late_ms_mean:.1f} ms, "
                 f"max {self.late_ms_max:.1f} ms")
+        if self.paced_sets:
+            text += (f"; paced {self.paced_sets} camera sets by the output topic ({self.pace_wait_s:.1f} s waiting, "
+                     f"{self.pace_timeouts} timeouts)")
+        return text
 
 
 class BagPlayer:
@@ -74,10 +90,17 @@ class BagPlayer:
         node: the rclpy node to create publishers on.
         topics: only these topics (default: all).
         log: callable for progress / warning lines (default: stderr).
+        spin: ``spin(seconds)`` runs the caller's executor of ``node`` for about that long (needed
+            to receive the pace topic); default ``time.sleep``.
+        pace_topic: closed-loop pacing by this output topic (module docstring); ``None``: open loop.
+        pace_type: message type of ``pace_topic`` (its first field must be a ``std_msgs/Header``).
+        pace_timeout: seconds to wait for one set's output before moving on.
     """
 
     def __init__(self, bag: str | Path, node, topics: Sequence[str] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, spin: Callable[[float], None] | None = None,
+                 pace_topic: str | None = None, pace_type: str = "vision_msgs/msg/Detection3DArray",
+                 pace_timeout: float = 30.0) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rosbags.rosbag2 import Reader
 
@@ -118,6 +141,27 @@ class BagPlayer:
             missing = sorted(wanted - {c.topic for c in self.reader.connections})
             if missing:
                 self.log(f"qdbev play: topics not in the bag: {', '.join(missing)}")
+        self._spin = spin or time.sleep
+        self.pace_timeout = float(pace_timeout)
+        if not self.pace_timeout > 0:
+            raise ValueError(f"pace timeout must be > 0 seconds, got {pace_timeout}")
+        self._outputs: list[int] = []  # header stamps (ns) received on the pace topic, in order
+        self.pace_topic = pace_topic
+        if pace_topic:
+            from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+            try:
+                cls = message_class(pace_type)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ValueError(f"pace type {pace_type} is not importable: {exc}") from exc
+            self._pace_sub = node.create_subscription(
+                cls, pace_topic, self._on_output, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+                raw=True)
+
+    def _on_output(self, raw: bytes) -> None:
+        from qdbev_core.bag.messages import header_stamp_ns
+
+        self._outputs.append(header_stamp_ns(raw))
 
     @property
     def image_topics(self) -> list[str]:
@@ -163,7 +207,7 @@ class BagPlayer:
                 return False
             for topic, raw in calib:
                 self.publishers[topic].publish(raw)
-            (spin or time.sleep)(0.2)
+            (spin or self._spin)(0.2)
         self.log("qdbev play: every image topic has a subscriber")
         return True
 
@@ -178,28 +222,39 @@ class BagPlayer:
             raise ValueError(f"{self.bag}: nothing to play (no topic selected or no importable message type)")
         st = self.stats
         lateness: list[float] = []
+        images = set(self.image_topics) if self.pace_topic else set()
         t_start = time.monotonic()
-        offset = 0.0  # wall seconds at which the current pass started, relative to t_start
+        offset = 0.0  # wall seconds at which the current pass started, relative to t_start (+ pacing waits)
         while not self._stop:
             first_ns = None
             last_ns = None
+            sets = _SetTracker()
             for conn, log_ns, raw in self.reader.messages(connections=self.connections):
                 if self._stop:
                     break
                 if first_ns is None:
                     first_ns = log_ns
+                if conn.topic in images:
+                    k = sets.index(conn.topic)
+                    if k > 0 and sets.acked < k:  # the first image of set k: set k - 1 must be done
+                        offset += self._wait_for_output(sets, k - 1)
+                        sets.acked = k
                 target = t_start + offset + (log_ns - first_ns) * 1e-9 / rate
                 now = time.monotonic()
                 if target > now:
-                    time.sleep(target - now)
+                    self._spin(target - now)
                 else:
                     lateness.append((now - target) * 1e3)
+                if conn.topic in images:
+                    sets.add(conn.topic, raw, len(self._outputs))
                 self.publishers[conn.topic].publish(bytes(raw))
                 st.published += 1
                 st.per_topic[conn.topic] = st.per_topic.get(conn.topic, 0) + 1
                 last_ns = log_ns
                 if on_message is not None:
                     on_message(conn.topic, log_ns)
+            if sets.count and not self._stop:  # the last set's output too
+                offset += self._wait_for_output(sets, sets.count - 1)
             st.loops += 1
             if first_ns is not None and last_ns is not None:
                 st.bag_s += (last_ns - first_ns) * 1e-9
@@ -211,6 +266,55 @@ class BagPlayer:
             st.late_ms_max = max(lateness)
             st.late_ms_mean = sum(lateness) / len(lateness)
         return st
+
+    def _wait_for_output(self, sets: "_SetTracker", k: int) -> float:
+        """Spin until the pace topic delivered set ``k``'s output (or timeout); seconds waited."""
+        lo, hi, since = sets.bounds[k][0], sets.bounds[k][1], sets.outputs_before[k]
+        t0 = time.monotonic()
+        while not any(lo <= s <= hi for s in self._outputs[since:]):
+            if self._stop:
+                break
+            if time.monotonic() - t0 >= self.pace_timeout:
+                self.stats.pace_timeouts += 1
+                if self.stats.pace_timeouts <= 3:
+                    self.log(f"qdbev play: no output on {self.pace_topic} for camera set {k} (stamps "
+                             f"{lo * 1e-9:.3f}-{hi * 1e-9:.3f} s) within {self.pace_timeout:g} s; going on")
+                break
+            self._spin(0.01)
+        waited = time.monotonic() - t0
+        self.stats.paced_sets += 1
+        self.stats.pace_wait_s += waited
+        return waited
+
+
+class _SetTracker:
+    """Camera sets of one pass: set ``k`` = the ``k``-th message of every image topic."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.bounds: list[list[int]] = []  # [min, max] header stamp (ns) per set
+        self.outputs_before: list[int] = []  # pace messages received before the set's first image
+        self.acked = 0  # sets 0 .. acked - 1 were waited for
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds)
+
+    def index(self, topic: str) -> int:
+        return self.counts.get(topic, 0)
+
+    def add(self, topic: str, raw, outputs_so_far: int) -> None:
+        from qdbev_core.bag.messages import header_stamp_ns
+
+        k = self.counts.get(topic, 0)
+        self.counts[topic] = k + 1
+        t = header_stamp_ns(raw)
+        if k == len(self.bounds):
+            self.bounds.append([t, t])
+            self.outputs_before.append(outputs_so_far)
+        else:
+            b = self.bounds[k]
+            b[0], b[1] = min(b[0], t), max(b[1], t)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,13 +341,28 @@ def run_player(args) -> int:
     import rclpy
     from rclpy.context import Context
 
+    from rclpy.executors import SingleThreadedExecutor
+
     context = Context()
     rclpy.init(context=context)
     node = rclpy.create_node("qdbev_play", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            executor.spin_once(timeout_sec=min(left, 0.05))
+
     player = None
     previous = signal.getsignal(signal.SIGINT)
     try:
-        player = BagPlayer(args.bag, node, topics=args.topics or None)
+        player = BagPlayer(args.bag, node, topics=args.topics or None, spin=spin,
+                           pace_topic=getattr(args, "pace_topic", None),
+                           pace_timeout=getattr(args, "pace_timeout", 30.0))
         signal.signal(signal.SIGINT, lambda *_: player.stop())
         if args.wait_for_subscribers > 0:
             player.wait_for_subscribers(args.wait_for_subscribers)
@@ -253,6 +372,7 @@ def run_player(args) -> int:
         signal.signal(signal.SIGINT, previous)
         if player is not None:
             player.close()
+        executor.shutdown()
         node.destroy_node()
         context.try_shutdown()
     return 0

@@ -10,6 +10,15 @@ sensor timestamps. The source (dataroot, version, scene, sample token per key fr
 in the bag's metadata.yaml so `qdbev replay` can score against the devkit.
 
 ``qdbev bag info``: topics, types, counts, duration and the recorded source of a bag.
+
+``qdbev bag record --out BAG``: record live topics (default: the node's detections, velocities,
+pipeline latency and /diagnostics) into an MCAP bag until Ctrl-C / SIGTERM or --duration (needs
+rclpy; for machines without ``ros2 bag``).
+
+``qdbev bag score BAG --source INPUT_BAG``: score the detections (+ velocities, paired by stamp)
+of a recorded live node or of a ``qdbev replay --out`` bag with the official nuScenes evaluator
+against the input bag's recorded source; prints NDS, key frames without output and, for a
+recorded node, its latency percentiles and counters.
 """
 
 from __future__ import annotations
@@ -37,6 +46,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("bag", type=Path, help="rosbag2 folder")
     q.set_defaults(_bag_run=_info)
+    r = sub.add_parser("record", help="record live topics into an MCAP bag (needs rclpy)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--out", type=Path, required=True, help="bag folder to create (must not exist)")
+    r.add_argument("--topics", nargs="+", default=None,
+                   help="topics to record (default: /qdbev_node/detections, /qdbev_node/detections/velocity, "
+                        "/qdbev_node/debug/pipeline_latency_ms, /diagnostics)")
+    r.add_argument("--wait-for-publishers", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for a publisher on every topic (their types come from discovery)")
+    r.add_argument("--ready-file", type=Path, default=None,
+                   help="write this file once every subscription is matched (scripts wait for it)")
+    r.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long (default: until Ctrl-C / SIGTERM)")
+    r.set_defaults(_bag_run=_record)
+    c = sub.add_parser("score", help="score a recorded node's / replay's detections with the nuScenes devkit",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("bag", type=Path, help="bag with /qdbev_node/detections (+ /detections/velocity)")
+    c.add_argument("--source", type=Path, required=True,
+                   help="the input bag the detections were made from (`qdbev bag from-nuscenes` output)")
+    c.add_argument("--dataroot", type=Path, default=None,
+                   help="dataset the input bag was made from, if not at the path recorded in it")
+    c.add_argument("--eval-dir", type=Path, default=None, help="folder for results.json + devkit metrics")
+    c.add_argument("--json", type=Path, default=None, help="also write a JSON summary here")
+    c.add_argument("--viz-dir", type=Path, default=None,
+                   help="also render a BEV PNG per key frame (+ MP4) of the detections vs ground truth here")
+    c.add_argument("--viz-score-threshold", type=float, default=0.3, help="draw detections scoring at least this")
+    c.set_defaults(_bag_run=_score)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,4 +115,63 @@ def _info(args: argparse.Namespace) -> int:
     else:
         print(f"source: {src.dataroot} {src.version} scene {src.scene}, {len(src.key_frames)} key frames "
               f"({src.image_transport} images)")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    try:
+        from qdbev_ros.record import run_recorder
+    except ImportError as exc:
+        raise ValueError(f"`qdbev bag record` needs rclpy (a ROS 2 install or the ROS 2 wheels): {exc}") from exc
+    try:
+        return run_recorder(args)
+    except (FileExistsError, TimeoutError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _score(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from ..bag.layout import read_bag_source
+    from ..bag.recorded import read_detections_bag, read_node_stats, render_bev_frames
+    from ..bag.replay import score_replay
+    from ..eval.nuscenes_eval import format_summary
+
+    source = read_bag_source(args.source)
+    if source is None:
+        raise ValueError(f"{args.source}: records no nuScenes source (not written by `qdbev bag from-nuscenes`)")
+    paired = read_detections_bag(args.bag)
+    stats = read_node_stats(args.bag)
+    dets = paired.by_stamp()
+    keys = [k.stamp_ns for k in source.key_frames]
+    missing = sum(1 for t in keys if t not in dets)
+    summary: dict = {"bag": str(args.bag), "source": str(args.source), "detection_messages": len(paired.pairs),
+                     "key_frames": len(keys), "key_frames_without_output": missing,
+                     "without_velocity": len(paired.without_velocity),
+                     "unmatched_velocity": len(paired.unmatched_velocity), **stats}
+    print(f"{args.bag}: {len(paired.pairs)} detection messages, {len(paired.pairs) - len(paired.without_velocity)} "
+          f"with velocities (paired by stamp); key frames without output (dropped): {missing}/{len(keys)}")
+    lat = stats["latency_ms"]
+    if lat is not None:
+        print(f"node pipeline latency over {lat['n']} frames: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, "
+              f"p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms")
+    if stats["counters"] is not None:
+        print("node counters (last /diagnostics): " + ", ".join(f"{k} {v}" for k, v in stats["counters"].items()))
+    with tempfile.TemporaryDirectory(prefix="qdbev_bag_score_") as tmp:
+        metrics, note = score_replay(dets, source, args.eval_dir or Path(tmp), dataroot=args.dataroot)
+    print(note)
+    summary["eval_note"] = note
+    if metrics is not None:
+        print(format_summary(metrics))
+        summary["nd_score"], summary["mean_ap"] = metrics["nd_score"], metrics["mean_ap"]
+        summary["mave"] = metrics.get("tp_errors", {}).get("vel_err")
+    if args.viz_dir is not None:
+        files = render_bev_frames(dets, args.source, args.viz_dir, score_threshold=args.viz_score_threshold,
+                                  title=args.bag.name)
+        print(f"BEV pictures: {len(files)} files in {args.viz_dir}" + (f" ({files[-1].name})" if files else ""))
+        summary["viz"] = [str(f) for f in files]
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
     return 0

@@ -97,9 +97,9 @@ def _player(bag: Path, domain: int, *extra: str) -> subprocess.Popen:
                             text=True)
 
 
-def _finish(proc: subprocess.Popen) -> tuple[int, str]:
+def _finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
     try:
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate(timeout=10)
@@ -159,3 +159,52 @@ def test_play_loop_until_interrupted(small_bag: Path) -> None:
     first = [k.stamp_ns for k in src.key_frames]
     assert stamps[:2 * n] == first + first, out  # the bag again, stamps jump back at the loop
     assert listener.gt == [] and listener.tf_static == 0  # --topics filter
+
+
+@pytest.mark.timeout(300)
+def test_bag_record_cli_records_what_is_played(small_bag: Path, tmp_path: Path) -> None:
+    """``qdbev bag record`` (own process) records a played bag's topics; SIGTERM closes the bag cleanly.
+
+    Only image topics are played: the player waits for a subscriber on each of them, so nothing
+    is published before the recorder is matched (other topics are volatile: early messages would
+    be lost by design).
+    """
+    from rosbags.rosbag2 import Reader
+
+    from qdbev_core.bag import messages as m
+    from qdbev_core.bag.typestore import get_typestore
+
+    src = read_bag_source(small_bag)
+    domain = test_domain_id(23)
+    topics = [image_topic("CAM_FRONT"), image_topic("CAM_BACK")]
+    out = tmp_path / "recorded"
+    ready = tmp_path / "ready"
+    rec = subprocess.Popen([sys.executable, "-m", "qdbev_core", "bag", "record", "--out", str(out), "--topics", *topics,
+                            "--wait-for-publishers", "120", "--ready-file", str(ready)],
+                           env=ros_env(domain), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _player(small_bag, domain, "--rate", "4", "--topics", *topics)
+    try:
+        code, play_out = _finish(proc, timeout=180)
+        assert code == 0, play_out
+        end = time.monotonic() + 60
+        while not ready.exists():  # written once its subscriptions are matched
+            assert time.monotonic() < end and rec.poll() is None, "recorder never ready"
+            time.sleep(0.1)
+        rec.send_signal(signal.SIGTERM)
+        rec_code, rec_out = _finish(rec, timeout=120)  # a starved machine takes seconds to exit
+    finally:
+        for p in (proc, rec):
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+    assert rec_code == 0, rec_out
+    n = len(src.key_frames)
+    assert f"{topics[0]} {n}, {topics[1]} {n}" in rec_out, rec_out
+    store = get_typestore()
+    with Reader(out) as r:
+        got: dict[str, list[int]] = {}
+        for conn, _, raw in r.messages():
+            got.setdefault(conn.topic, []).append(m.stamp_of(store.deserialize_cdr(raw, conn.msgtype)))
+    for topic in topics:
+        assert got[topic] == sorted(got[topic]) and len(got[topic]) == n, topic  # all of them, in order
+    assert got[topics[0]] == [k.stamp_ns for k in src.key_frames]  # stamps untouched

@@ -2,7 +2,8 @@
 
 The bag is written from the ``synth_dataroot`` fixture; the model is the random-weight ``nano``
 of ``test_node_e2e.saved_random_model``. Checks: every key-frame set is processed, the output bag
-holds detections stamped with the CAM_FRONT stamps in ``base_link`` and markers, the first
+holds detections stamped with the CAM_FRONT stamps in ``base_link``, their velocities (same
+header, paired back by stamp) and markers, the first
 frame's detections equal the engine run directly on the dataset reader's frame (the bag path and
 the dataset path give the model the same input), and scoring with the devkit runs (or says why not).
 """
@@ -24,6 +25,7 @@ from qdbev_core.bag.layout import (
     MARKERS_TOPIC,
     TF_STATIC_TOPIC,
     TF_TOPIC,
+    VELOCITY_TOPIC,
     NodeParams,
     read_bag_source,
 )
@@ -76,8 +78,8 @@ def test_replay_cli_output_bag_and_score(synth_dataroot: Path, tmp_path: Path, c
     with Reader(out) as r:
         for conn, t, raw in r.messages():
             msgs.setdefault(conn.topic, []).append((t, store.deserialize_cdr(raw, conn.msgtype)))
-    assert {k: len(v) for k, v in msgs.items()} == {DETECTIONS_TOPIC: n, MARKERS_TOPIC: n, TF_STATIC_TOPIC: 1,
-                                                   TF_TOPIC: 7 * n, GROUND_TRUTH_TOPIC: n}
+    assert {k: len(v) for k, v in msgs.items()} == {DETECTIONS_TOPIC: n, VELOCITY_TOPIC: n, MARKERS_TOPIC: n,
+                                                   TF_STATIC_TOPIC: 1, TF_TOPIC: 7 * n, GROUND_TRUTH_TOPIC: n}
     params = NodeParams.from_file(REPO / "config" / "qdbev.yaml")
     assert [m.stamp_of(d) for _, d in msgs[DETECTIONS_TOPIC]] == stamps  # stamp = CAM_FRONT stamp
     for (log_ns, det), stamp in zip(msgs[DETECTIONS_TOPIC], stamps):
@@ -88,20 +90,41 @@ def test_replay_cli_output_bag_and_score(synth_dataroot: Path, tmp_path: Path, c
             assert d.header.frame_id == "base_link" and m.stamp_of(d) == stamp
             assert d.results[0].hypothesis.class_id in CLASS_NAMES
             assert d.bbox.size.x > 0 and d.bbox.size.y > 0 and d.bbox.size.z > 0
+    for (_, det), (_, vel) in zip(msgs[DETECTIONS_TOPIC], msgs[VELOCITY_TOPIC]):  # same header, one per box
+        assert m.stamp_of(vel) == m.stamp_of(det) and vel.header.frame_id == det.header.frame_id
+        assert len(vel.velocities) == len(det.detections) and all(v.z == 0.0 for v in vel.velocities)
+    from qdbev_core.bag.recorded import read_detections_bag
+
+    paired = read_detections_bag(out)
+    assert [t for t, _ in paired.pairs] == stamps and not paired.without_velocity and not paired.unmatched_velocity
+    for (t, d), (_, vel) in zip(paired.pairs, msgs[VELOCITY_TOPIC]):
+        np.testing.assert_array_equal(d.boxes[:, 7:9], [[v.x, v.y] for v in vel.velocities])
     for _, arr in msgs[MARKERS_TOPIC]:
         assert arr.markers[0].action == 3  # DELETEALL first
         assert all(mk.header.frame_id == "base_link" for mk in arr.markers)
+
+    # `qdbev bag score` of the output bag (detections + velocities read back) = replay's own score
+    capsys.readouterr()
+    code = main(["bag", "score", str(out), "--source", str(bag), "--json", str(tmp_path / "score.json"),
+                 "--viz-dir", str(tmp_path / "viz")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    scored = json.loads((tmp_path / "score.json").read_text())
+    assert scored["key_frames_without_output"] == 0 and scored["without_velocity"] == 0
+    assert scored.get("nd_score") == summary.get("nd_score"), text
+    assert len(list((tmp_path / "viz").glob("*_bev.png"))) == n and list((tmp_path / "viz").glob("*.mp4"))
 
     # the bag path hands the model the same frame as the dataset reader (first frame: no history)
     from qdbev_core.engine import load_engine
 
     engine = load_engine(str(model), score_threshold=0.0, topk=params.max_detections)
     direct = engine.detect(reader[scene.first].frame)
-    replayed = m.msg_to_detections(msgs[DETECTIONS_TOPIC][0][1])
+    replayed = paired.pairs[0][1]  # detections + velocities paired by stamp
     assert len(replayed) == len(direct)
     np.testing.assert_array_equal(replayed.labels, direct.labels)
     np.testing.assert_allclose(replayed.scores, direct.scores, atol=1e-5)
     np.testing.assert_allclose(replayed.boxes[:, :6], direct.boxes[:, :6], atol=1e-3)
+    np.testing.assert_allclose(replayed.boxes[:, 7:9], direct.boxes[:, 7:9], atol=1e-3)
 
 
 def test_replay_errors_are_clear(synth_dataroot: Path, tmp_path: Path) -> None:
