@@ -17,9 +17,13 @@ seconds it measures for ``--duration`` seconds:
 - drops: camera sets published that produced no detections (the node drops older sets by design:
   newest wins) and the node's diagnostics counters;
 - the node's resident memory (``/proc/<pid>/status`` VmRSS) at the start and end of the window
-  and its maximum (bounded memory = no growth after warm-up).
+  and its maximum (bounded memory = no growth after warm-up);
+- over time: every ``--report-every`` seconds (warm-up included) one line on stderr and one
+  ``timeline`` entry with that interval's sets published, detections received, output rate,
+  latency p50 / p99, the node's RSS and its newest-wins drop counter (from ``/diagnostics``).
 
-Progress goes to stderr, the result as JSON to stdout (and ``--json FILE``). Every process runs
+Progress goes to stderr, the result as JSON to stdout and to ``--json FILE`` (default
+``out/stream_bench.json``). Every process runs
 with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, ``ROS_DOMAIN_ID`` (``--domain-id``) and
 ``config/fastdds_shm.xml``; the node process is stopped (SIGINT, then kill) at the end.
 """
@@ -62,9 +66,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=1.0, help="image size relative to 1600x900")
     p.add_argument("--transport", choices=("raw", "compressed"), default="raw", help="image message type")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "61")), help="ROS_DOMAIN_ID")
-    p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    p.add_argument("--json", type=Path, default=REPO / "out" / "stream_bench.json", help="also write the result here")
+    p.add_argument("--report-every", type=float, default=10.0, help="seconds between timeline entries / log lines")
     p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for the node to subscribe")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("duration", "rate", "scale", "report_every", "startup_timeout"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    return args
 
 
 def ros_env(domain: int) -> dict[str, str]:
@@ -214,18 +225,51 @@ def main(argv: list[str] | None = None) -> int:
         period = 1.0 / args.rate
         t0 = time.monotonic()
         t_measure, t_end = t0 + args.warmup, t0 + args.warmup + args.duration
-        k = 0
+        k = 0  # slot index: set k is due at t0 + k / rate
+        published = skipped = skipped_in_window = 0
         sets_in_window = 0
         rss: list[tuple[float, float]] = []
         next_rss = t0
         window_start_wall = window_end_wall = None
+        timeline: list[dict] = []
+        next_report = t0 + args.report_every
+        reported = {"arrivals": 0, "sets": 0}
+
+        def report(interval_start: float) -> None:
+            """One timeline entry + log line for the sets / detections since the last one."""
+            new = arrivals[reported["arrivals"]:]
+            lat_i = [(a - s) * 1e3 for a, s in new]
+            span = max(time.monotonic() - interval_start, 1e-3)
+            entry = {"t_s": round(time.monotonic() - t0, 1),
+                     "phase": "warmup" if interval_start < t_measure - 1e-6 else "measure",
+                     "sets_published": published - reported["sets"], "detections": len(new),
+                     "output_rate_hz": round(len(new) / span, 2),
+                     "latency_ms_p50": None if not lat_i else round(percentile(lat_i, 50), 1),
+                     "latency_ms_p99": None if not lat_i else round(percentile(lat_i, 99), 1),
+                     "node_rss_mb": None if not rss else round(rss[-1][1], 1),
+                     "node_dropped_sets": diag.get("dropped_sets_newest_wins")}
+            timeline.append(entry)
+            log(f"t={entry['t_s']:6.1f} s ({entry['phase']}): {entry['sets_published']} sets in, "
+                f"{entry['detections']} detections out ({entry['output_rate_hz']:.2f} Hz), latency p50 "
+                f"{entry['latency_ms_p50']} / p99 {entry['latency_ms_p99']} ms, node RSS {entry['node_rss_mb']} MB, "
+                f"newest-wins drops {entry['node_dropped_sets']}")
+            reported.update(arrivals=len(arrivals), sets=published)
+
         while True:
             target = t0 + k * period
             now = time.monotonic()
-            if target >= t_end:
+            if target >= t_end or now >= t_end:
                 break
             if target > now:
                 spin_for(target - now)
+            elif now - target >= period:  # this process fell behind: skip the missed slots, never burst
+                missed = int((now - target) / period)
+                skipped += missed
+                skipped_in_window += sum(1 for j in range(k, k + missed) if t_measure <= t0 + j * period < t_end)
+                k += missed
+                target = t0 + k * period
+                if target >= t_end:
+                    break
             stamp = time.time()
             in_window = t_measure <= target < t_end
             if in_window and window_start_wall is None:
@@ -240,18 +284,28 @@ def main(argv: list[str] | None = None) -> int:
                 body.header = make_header(stamp + OFFSETS_S[c], c)
                 img_pubs[c].publish(body)
             sets_in_window += int(in_window)
+            published += 1
             k += 1
             if time.monotonic() >= next_rss:
                 r = rss_mb(node_proc.pid)
                 if r is not None:
                     rss.append((time.monotonic(), r))
                 next_rss += 1.0
-                if int(time.monotonic() - t0) % 10 == 0:
-                    log(f"t={time.monotonic() - t0:5.1f} s: {len(arrivals)} detections, node RSS {r or 0:.0f} MB")
+            if time.monotonic() >= next_report:
+                report(next_report - args.report_every)
+                next_report += args.report_every
             if node_proc.poll() is not None:
                 raise RuntimeError("node exited while streaming:\n" + "\n".join(node_log[-30:]))
         window_end_wall = time.time()
+        if window_start_wall is None:
+            raise RuntimeError("no camera set was published in the measurement window")
+        if skipped:
+            log(f"WARNING: this publisher fell behind and skipped {skipped} of {published + skipped} camera sets "
+                f"({skipped_in_window} in the window): the machine is too busy for {args.rate:g} Hz of "
+                f"{args.transport} {width}x{height}; input_rate achieved {sets_in_window / args.duration:.2f} Hz")
         spin_for(2.0)  # let the last outputs and a diagnostics message arrive
+        if published > reported["sets"]:
+            report(next_report - args.report_every)
 
         front0 = window_start_wall + OFFSETS_S["CAM_FRONT"]
         front1 = window_end_wall + OFFSETS_S["CAM_FRONT"]
@@ -268,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
 
         result = {
             "input": {"rate_hz": args.rate, "transport": args.transport, "width": width, "height": height,
-                      "sets_published": sets_in_window, "duration_s": args.duration, "model": args.model or "random nano",
-                      "backend": args.backend},
+                      "sets_published": sets_in_window, "achieved_rate_hz": round(sets_in_window / args.duration, 3),
+                      "publisher_skipped_sets": skipped_in_window,
+                      "duration_s": args.duration, "model": args.model or "random nano", "backend": args.backend},
             "output_rate_hz": round(len(win) / args.duration, 3),
             "detections_received": len(win),
             "sets_without_output": sets_in_window - len(win),
@@ -278,11 +333,13 @@ def main(argv: list[str] | None = None) -> int:
                            "first_half_p50": r1(percentile(first, 50)), "second_half_p50": r1(percentile(second, 50))},
             "node_pipeline_latency_ms": {"p50": r1(percentile(nl, 50)), "p99": r1(percentile(nl, 99))},
             "node_rss_mb": {"start": r1(rss_w[0] if rss_w else None), "end": r1(rss_w[-1] if rss_w else None),
-                            "max": r1(max(rss_w) if rss_w else None)},
+                            "max": r1(max(rss_w) if rss_w else None),
+                            "growth": r1(rss_w[-1] - rss_w[0] if rss_w else None)},
             "node_diagnostics": {k: diag.get(k) for k in ("sets_received", "sets_processed", "detections_published",
                                                           "dropped_sets_newest_wins", "unmatched_camera_messages",
                                                           "bad_frames", "engine_errors", "latency_ms_p50",
                                                           "latency_ms_max")},
+            "timeline": timeline,
         }
     finally:
         executor.shutdown()
