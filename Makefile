@@ -66,3 +66,24 @@ nano-train: nano-data
 nano-eval: nano-data
 	$(VENV)/bin/qdbev predict --model nano-fp32 --dataroot $(NANO_VAL_DATA) --split synth_val \
 	  --out out/nano-fp32-eval/results.json --eval-dir out/nano-fp32-eval
+
+# ---------------------------------------------------------------------------------------------
+# The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
+#   make paper-table   FP32 / standard / progressive / QD-BEV W4A6 / W8A8 rows with the same budget,
+#                      scored with the official devkit -> runs/paper-table/paper-table.json,
+#                      docs/RESULTS.md, docs/paper-table.png (see qdbev_core/experiments/paper_table.py)
+# PAPER_STEPS x PAPER_BATCH (global) per row, PAPER_PROCS DDP processes (2 is ~1.5x faster on 2 cores).
+PAPER_TEACHER ?= nano-fp32
+PAPER_STEPS ?= 2000
+PAPER_BATCH ?= 2
+PAPER_PROCS ?= 2
+PAPER_SEED ?= 0
+PAPER_OUT ?= runs/paper-table
+
+.PHONY: paper-table
+
+paper-table: nano-data
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/qdbev experiment paper-table --teacher $(PAPER_TEACHER) \
+	  --dataroot $(NANO_TRAIN_DATA) --split synth_train --val-dataroot $(NANO_VAL_DATA) --val-split synth_val \
+	  --steps $(PAPER_STEPS) --batch-size $(PAPER_BATCH) --seed $(PAPER_SEED) --out $(PAPER_OUT) \
+	  --ddp-procs $(PAPER_PROCS)

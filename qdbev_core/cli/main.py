@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 
 from . import bench, bench_model, data_check, eval_cmd, export, gt_results, models, predict, qat, synth, train, viz
-from . import bag, play, replay
+from . import bag, experiment, pack, play, replay, size, unpack
 
 
 class CliError(Exception):
@@ -31,12 +31,16 @@ def _verbs() -> list[tuple[str, ModuleType, str]]:
         ("qat", qat, "quantization-aware training (standard / progressive / QD-BEV with view-guided distillation)"),
         ("predict", predict, "run a model over a split and write a nuScenes results JSON"),
         ("bench-model", bench_model, "time forward passes of the model configs and a nano training step"),
+        ("pack", pack, "write a QAT checkpoint as a real low-bit file (integers on disk)"),
+        ("unpack", unpack, "rebuild the fake-quant model of a packed low-bit file as a checkpoint"),
+        ("size", size, "fp32 vs packed size on disk of a model, and the ratio"),
         ("export", export, "export a model to ONNX (fp32, or Q/DQ INT8 from a quantized model)"),
         ("bench", bench, "benchmark the inference backends side by side (latency, FPS, RSS, size, NDS)"),
         ("viz", viz, "render BEV and camera pictures of GT and predictions"),
         ("bag", bag, "rosbag2 tools: write a nuScenes scene as a bag, show a bag's contents"),
         ("replay", replay, "run a bag through the node's frame assembly + an engine offline; output bag + NDS"),
         ("play", play, "publish a bag's messages on live ROS 2 topics at the recorded rate (needs rclpy)"),
+        ("experiment", experiment, "reproduce the paper's claims on our data (paper-table, vgd-balance)"),
     ]
 
 

@@ -29,7 +29,8 @@ from qdbev_core.types import CAMERA_NAMES
 
 torch.set_num_threads(1)
 
-CFG = get_config("nano")
+# the geometry these expectations were worked out for (nano as bundled: 128x352 input, 32x32 BEV)
+CFG = get_config("nano", image_size=(128, 352), bev_h=32, bev_w=32)
 FEATS = [(8, 22), (4, 11)]  # nano neck levels (stride 16, 32) at 128x352
 FRONT, BACK = CAMERA_NAMES.index("CAM_FRONT"), CAMERA_NAMES.index("CAM_BACK")
 
@@ -126,7 +127,7 @@ def test_channel_wise_kl_properties():
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    teacher = freeze_teacher(BEVDetector("nano"))
+    teacher = freeze_teacher(BEVDetector(CFG))
     k, t = rig()
     img = torch.randn(1, 6, 3, *CFG.image_size, generator=torch.Generator().manual_seed(1))
     student = quantize_model(copy.deepcopy(teacher), QuantSpec())

@@ -1,0 +1,129 @@
+"""Experiments that reproduce the paper's claims on our data.
+
+  paper-table   FP32 / standard / progressive / QD-BEV W4A6 (+ W8A8) with identical budgets and
+                seeds, scored with the official devkit; writes <out>/paper-table.json,
+                docs/RESULTS.md and docs/paper-table.png (rerun to reuse finished rows / resume)
+  vgd-balance   size of the two VGD terms (image-view, BEV) of a teacher vs its freshly
+                calibrated quantized student, the numbers the VGD default weights come from
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    t = sub.add_parser("paper-table", formatter_class=fmt, help="the paper's table on our data (trains / reuses runs)",
+                       description=_paper_table_doc())
+    t.add_argument("--teacher", required=True, help="full-precision model (manifest name or .safetensors path)")
+    t.add_argument("--dataroot", type=Path, required=True, help="training dataroot")
+    t.add_argument("--split", default="synth_train", help="training split")
+    t.add_argument("--val-dataroot", type=Path, default=None, help="dataroot of the val split (default: --dataroot)")
+    t.add_argument("--val-split", default="synth_val", help="split every row is scored on")
+    t.add_argument("--version", default="v1.0-mini", help="dataset version folder")
+    t.add_argument("--steps", type=int, required=True, help="optimizer steps of every trained row")
+    t.add_argument("--batch-size", type=int, default=2, help="GLOBAL batch per step (split over --ddp-procs processes)")
+    t.add_argument("--seed", type=int, default=0, help="seed of every row (data order, augmentation)")
+    t.add_argument("--out", type=Path, default=Path("runs/paper-table"), help="experiment directory (one run per row)")
+    t.add_argument("--rows", default="fp32,standard,progressive,qdbev,w8a8",
+                   help="rows to run, from fp32, standard, progressive, qdbev, w8a8")
+    t.add_argument("--fp32-as-is", action="store_true",
+                   help="fp32 row = the teacher as-is instead of the teacher fine-tuned for the same steps")
+    t.add_argument("--lr", type=float, default=2e-4, help="peak learning rate of every row")
+    t.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps (default: min(100, steps // 10))")
+    t.add_argument("--eval-every", type=int, default=None, help="score val every N steps for the curves (default: steps // 5)")
+    t.add_argument("--log-every", type=int, default=10, help="metrics.csv row every N steps")
+    t.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N steps")
+    t.add_argument("--calib-batches", type=int, default=8, help="calibration batches of the quantized rows")
+    t.add_argument("--ddp-procs", type=int, default=1,
+                   help="training processes per row (torch.distributed.run, OMP_NUM_THREADS=1; 2 is ~1.5x faster on a 2-core CPU)")
+    t.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default; 1 under --ddp-procs)")
+    t.add_argument("--workers", type=int, default=1, help="data loader processes per training process")
+    t.add_argument("--results-md", type=Path, default=Path("docs/RESULTS.md"), help="markdown report to write ('' = none)")
+    t.add_argument("--figure", type=Path, default=Path("docs/paper-table.png"), help="figure to write ('' = none)")
+    t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    t.set_defaults(_exp=_paper_table)
+
+    b = sub.add_parser("vgd-balance", formatter_class=fmt, help="VGD term sizes at the start of QAT",
+                       description="Teacher vs its calibrated quantized student on a few training batches: the VGD "
+                       "image-view and BEV terms (KL at several temperatures, MSE), student in train and eval mode, "
+                       "and how flat the teacher's per-channel spatial softmax is. JSON on stdout.")
+    b.add_argument("--teacher", required=True, help="full-precision model (manifest name or .safetensors path)")
+    b.add_argument("--dataroot", type=Path, required=True, help="training dataroot")
+    b.add_argument("--split", default="synth_train", help="split the batches come from")
+    b.add_argument("--version", default="v1.0-mini", help="dataset version folder")
+    b.add_argument("--bits", default="w4a6", help="student bits")
+    b.add_argument("--batches", type=int, default=8, help="batches measured")
+    b.add_argument("--batch-size", type=int, default=2, help="samples per batch")
+    b.add_argument("--calib-batches", type=int, default=8, help="calibration batches")
+    b.add_argument("--temperatures", default="1,2,4", help="KL temperatures to evaluate")
+    b.add_argument("--seed", type=int, default=0, help="seed of the batch choice")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    b.set_defaults(_exp=_vgd_balance)
+
+
+def _paper_table_doc() -> str:
+    from ..experiments import paper_table
+
+    return (paper_table.__doc__ or "").split("\n\n")[0].strip() + (
+        " Rows: fp32 (teacher fine-tuned for the same steps at the same lr; --fp32-as-is: the teacher itself), "
+        "standard / progressive / qdbev W4A6, w8a8 (sanity). A rerun reuses finished rows and resumes "
+        "unfinished ones; a row directory with other settings is refused.")
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._exp(args) or 0)
+
+
+def canonical_command(args: argparse.Namespace) -> str:
+    """The paper-table command with every setting explicit (what RESULTS.md records)."""
+    a = ["qdbev", "experiment", "paper-table", "--teacher", args.teacher, "--dataroot", str(args.dataroot),
+         "--split", args.split, "--val-dataroot", str(args.val_dataroot or args.dataroot), "--val-split", args.val_split,
+         "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+         "--out", str(args.out), "--rows", args.rows]
+    if args.version != "v1.0-mini":
+        a += ["--version", args.version]
+    if args.fp32_as_is:
+        a.append("--fp32-as-is")
+    a += ["--lr", f"{args.lr:g}"]
+    for flag, v in (("--warmup-steps", args.warmup_steps), ("--eval-every", args.eval_every)):
+        if v is not None:
+            a += [flag, str(v)]
+    a += ["--log-every", str(args.log_every), "--calib-batches", str(args.calib_batches), "--ddp-procs", str(args.ddp_procs)]
+    return shlex.join(a)
+
+
+def _paper_table(args: argparse.Namespace) -> int:
+    from ..experiments.paper_table import PaperTableConfig, run_paper_table
+
+    cfg = PaperTableConfig(
+        teacher=args.teacher, dataroot=args.dataroot, split=args.split, val_dataroot=args.val_dataroot or args.dataroot,
+        val_split=args.val_split, version=args.version, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        out=args.out, rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()), fp32_as_is=args.fp32_as_is,
+        lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
+        ckpt_every=args.ckpt_every, calib_batches=args.calib_batches, ddp_procs=args.ddp_procs, threads=args.threads,
+        workers=args.workers, results_md=args.results_md if str(args.results_md) else None,
+        figure=args.figure if str(args.figure) else None, command=canonical_command(args), progress=args.progress,
+    )
+    result = run_paper_table(cfg)
+    summary = {k: v for k, v in result.items() if k not in ("rows", "teacher", "paper")}
+    summary["rows"] = [{k: v for k, v in r.items() if k != "curves"} for r in result["rows"] + [result["teacher"]]]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _vgd_balance(args: argparse.Namespace) -> int:
+    from ..experiments.vgd_balance import measure_vgd_balance
+
+    res = measure_vgd_balance(args.teacher, args.dataroot, args.split, args.version, args.bits, args.batches,
+                              args.batch_size, args.calib_batches, args.seed,
+                              tuple(float(t) for t in args.temperatures.split(",") if t), args.threads, args.progress)
+    print(json.dumps(res, indent=2))
+    return 0
