@@ -4,7 +4,10 @@ model file size and NDS, for every available backend x precision, on the same fr
 Each backend x precision runs in a fresh subprocess (so its peak RSS is its own) on the first
 ``--frames`` samples of the split (images decoded before timing, ``--warmup`` frames first, temporal
 state carried within scenes as in prediction), then predicts the whole split and scores it with
-the official nuScenes evaluator (accuracy parity). ``int8`` rows use the quantized model: the
+the official nuScenes evaluator (accuracy parity). ``--interleave`` instead loads every engine
+in one process and times them round-robin, frame by frame (the order rotating each frame): on a
+CPU shared with other work each backend then sees the same load, so the speed-up ratios stay
+comparable (the RSS column is then that one process's peak). ``int8`` rows use the quantized model: the
 packed QAT file given with ``--int8-model`` (or the ``--model`` itself when it is packed), else a
 post-training-calibrated W4A6 model (``--ptq-frames`` frames through ``quant.calibrate``: the
 LSQ initialisation, not QAT) that is cached next to the ONNX exports. ONNX exports and TensorRT
@@ -36,14 +39,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch and onnxruntime intra-op)")
     p.add_argument("--device", default="cpu", help="torch backend device (cpu or cuda)")
     p.add_argument("--ptq-frames", type=int, default=8, help="frames to calibrate a W4A6 model when no --int8-model")
+    p.add_argument("--ptq-no-output-quant", action="store_true",
+                   help="calibrate the W4A6 model without output quantizers (QuantSpec(quantize_outputs=False): "
+                        "Conv/Linear inputs only, the recipe before them; for comparison)")
     p.add_argument("--no-nds", action="store_true", help="skip the NDS evaluation (latency only)")
     p.add_argument("--shared-cpu", action="store_true",
                    help="the CPU also runs other work: no busy-waiting thread pools (OMP_WAIT_POLICY=PASSIVE, "
                         "onnxruntime allow_spinning=0); spinning threads that get preempted slow every backend down")
+    p.add_argument("--interleave", action="store_true",
+                   help="time all backends in one process, round-robin frame by frame (fair ratios on a loaded CPU; "
+                        "RSS is then shared)")
+    p.add_argument("--repeat", type=int, default=1, help="passes over the timed frames (--interleave)")
     p.add_argument("--out-dir", type=Path, default=Path("out/bench"), help="results JSON / evaluator output per row")
     p.add_argument("--json", type=Path, default=Path("out/bench.json"), help="where to write the numbers")
     p.add_argument("--_one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_frames_file", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_interleave", default=None, help=argparse.SUPPRESS)
 
 
 # --- child: one backend x precision ----------------------------------------------------------------
@@ -101,6 +112,69 @@ def _measure(args: argparse.Namespace, backend: str, precision: str, model: str)
     return row
 
 
+def _measure_interleaved(args: argparse.Namespace, combos: list[tuple[str, str, str]]) -> list[dict]:
+    """All ``combos`` in this process, timed round-robin over the same frames (see module doc)."""
+    import pickle
+    import time
+
+    import numpy as np
+    import torch
+
+    from ..engine import load_engine
+
+    torch.set_num_threads(args.threads)
+    engines, loads = [], []
+    for b, p, m in combos:
+        t0 = time.perf_counter()
+        engines.append(load_engine(m, backend=b, precision=p, device=args.device, threads=args.threads,
+                                   allow_spinning=False if args.shared_cpu else None))
+        loads.append(time.perf_counter() - t0)
+    with open(args._frames_file, "rb") as f:
+        frames, starts = pickle.load(f)
+    n, k = len(frames), len(engines)
+    recs = [{"preprocess_ms": [], "inference_ms": [], "postprocess_ms": [], "total_ms": []} for _ in engines]
+    for e in engines:
+        e.reset()
+        for i in range(min(args.warmup, n)):
+            e.detect(frames[i])
+    step = 0
+    for _ in range(max(1, args.repeat)):
+        for e in engines:
+            e.reset()
+        for i in range(n):
+            for j in range(k):
+                idx = (j + step) % k  # rotate who goes first
+                e = engines[idx]
+                if i in starts:
+                    e.reset()
+                t = time.perf_counter()
+                e.detect(frames[i])
+                total = (time.perf_counter() - t) * 1e3
+                for key in ("preprocess_ms", "inference_ms", "postprocess_ms"):
+                    recs[idx][key].append(getattr(e.last_timing, key))
+                recs[idx]["total_ms"].append(total)
+            step += 1
+    rss_mb = _peak_rss_mb()
+    rows = []
+    for (b, p, m), e, rec, ls in zip(combos, engines, recs, loads):
+        row: dict = {"backend": b, "precision": p, "model": str(m), "frames": n, "timed_runs": len(rec["total_ms"]),
+                     "engine_load_s": round(ls, 2), "peak_rss_MB": round(rss_mb, 1), "interleaved": True}
+        for key, v in rec.items():
+            row[key.replace("_ms", "") + "_ms_median"] = float(np.median(v))
+            row[key.replace("_ms", "") + "_ms_p90"] = float(np.percentile(v, 90))
+        row["fps"] = 1000.0 / row["total_ms_median"]
+        row["model_file"], row["model_file_MB"] = _model_file(e, m)
+        if not args.no_nds:
+            from ..predict import predict_and_evaluate
+
+            summary = predict_and_evaluate(e, args.dataroot, args.version, args.split,
+                                           args.out_dir / f"{b}-{p}", progress=False)
+            row["nds"] = float(summary.get("nd_score", 0.0))
+            row["map"] = float(summary.get("mean_ap", 0.0))
+        rows.append(row)
+    return rows
+
+
 def _peak_rss_mb() -> float:
     """Peak resident set of this process in MB: ``VmHWM`` (reset by exec, so it is this process's
     own; ``ru_maxrss`` keeps the parent's peak across fork + exec), else ``ru_maxrss``."""
@@ -154,18 +228,26 @@ def _ptq_model(args: argparse.Namespace, model: str) -> str:
     from ..preprocess import prepare_frame
     from ..quant import QuantSpec, calibrate, pack_model, quantize_model
 
+    from ..checkpoint import read_sidecar
+
     net, sha, path, quant = load_detector(model)
     if quant:
         return model
-    out = engine_cache_dir() / f"{path.stem}.{sha[:16]}.w4a6-ptq{args.ptq_frames}.safetensors"
+    spec = QuantSpec(quantize_outputs=not args.ptq_no_output_quant)
+    tag = "w4a6" if spec.quantize_outputs else "w4a6-inputs-only"
+    out = engine_cache_dir() / f"{path.stem}.{sha[:16]}.{tag}-ptq{args.ptq_frames}.safetensors"
     if out.is_file() and out.with_suffix(".json").is_file():
-        return str(out)
+        try:  # reuse only a file made with the same spec (older caches had no output quantizers)
+            if QuantSpec.from_dict(read_sidecar(out)["quant_spec"]) == spec:
+                return str(out)
+        except (KeyError, ValueError, TypeError):
+            pass
     reader = NuScenesReader(args.dataroot, args.version, split=args.split)
     batches = []
     for i in range(min(args.ptq_frames, len(reader))):
         x = prepare_frame(reader[i].frame, tuple(net.cfg.image_size))
         batches.append((torch.from_numpy(x.img)[None], torch.from_numpy(x.intrinsics)[None], torch.from_numpy(x.cam2ego)[None]))
-    q = quantize_model(net, QuantSpec(), inplace=False)
+    q = quantize_model(net, spec, inplace=False)
     calibrate(q, batches)
     pack_model(q, out, {"source_model": str(path), "source_sha256": sha,
                         "note": f"post-training LSQ calibration on {len(batches)} frames of {args.split} (qdbev bench)"})
@@ -201,7 +283,8 @@ def _table(title: str, rows: list[dict]) -> str:
             f"{r['inference_ms_p90']:9.1f}{r['postprocess_ms_median']:8.1f}{r['total_ms_median']:8.1f}{r['fps']:7.1f}"
             f"{sp:>9}{r['peak_rss_MB']:8.0f}{r['model_file_MB']:9.2f}{nds:>7}")
     lines.append("speed-up = torch fp32 total median / row total median (same frames, same run); "
-                 "RSS = peak of the row's own process (engine + torch runtime + frames), before NDS evaluation")
+                 + ("RSS = peak of the one process holding all engines (interleaved)" if any(r.get("interleaved") for r in rows)
+                    else "RSS = peak of the row's own process (engine + torch runtime + frames), before NDS evaluation"))
     return "\n".join(lines)
 
 
@@ -209,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
     if args._one:
         backend, precision, model = args._one.split("|", 2)
         print(json.dumps(_measure(args, backend, precision, model)))
+        return 0
+    if args._interleave:
+        combos = [tuple(c.split("|", 2)) for c in args._interleave.split(";")]
+        print(json.dumps(_measure_interleaved(args, combos)))
         return 0
     import os
     import platform
@@ -256,19 +343,25 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if args.shared_cpu:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    for b, p, m in combos:
-        cmd = [sys.executable, "-m", "qdbev_core", "bench", "--_one", f"{b}|{p}|{m}", "--model", args.model,
-               "--frames", str(args.frames), "--warmup", str(args.warmup), "--dataroot", str(args.dataroot),
-               "--version", args.version, "--split", args.split, "--threads", str(args.threads),
-               "--device", args.device, "--out-dir", str(args.out_dir), "--_frames_file", str(frames_file)] \
-            + (["--no-nds"] if args.no_nds else []) + (["--shared-cpu"] if args.shared_cpu else [])
-        print(f"bench: {b} {p} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    common = ["--model", args.model, "--frames", str(args.frames), "--warmup", str(args.warmup),
+              "--dataroot", str(args.dataroot), "--version", args.version, "--split", args.split,
+              "--threads", str(args.threads), "--device", args.device, "--out-dir", str(args.out_dir),
+              "--repeat", str(args.repeat), "--_frames_file", str(frames_file)] \
+        + (["--no-nds"] if args.no_nds else []) + (["--shared-cpu"] if args.shared_cpu else [])
+    jobs = [(f"{b} {p}", ["--_one", f"{b}|{p}|{m}"], [(b, p)]) for b, p, m in combos]
+    if args.interleave and combos:
+        jobs = [("all (interleaved)", ["--_interleave", ";".join(f"{b}|{p}|{m}" for b, p, m in combos)],
+                 [(b, p) for b, p, _ in combos])]
+    for label, extra, which in jobs:
+        print(f"bench: {label} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, "-m", "qdbev_core", "bench", *extra, *common],
+                              capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            rows.append({"backend": b, "precision": p, "skipped": f"failed: {err}"})
+            rows += [{"backend": b, "precision": p, "skipped": f"failed: {err}"} for b, p in which]
             continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows += out if isinstance(out, list) else [out]
     tmpdir.cleanup()
     import onnxruntime
     import torch
@@ -283,7 +376,8 @@ def run(args: argparse.Namespace) -> int:
         pass
     title = (f"qdbev bench — synthetic data (SynthScenes-format split {args.split!r}, {n} frames): "
              f"{Path(str(args.model)).name}, {cpu}, {os.cpu_count()} cores, {args.threads} threads"
-             f"{' (shared CPU: no spin-waiting)' if args.shared_cpu else ''}, "
+             f"{' (shared CPU: no spin-waiting)' if args.shared_cpu else ''}"
+             f"{f', interleaved round-robin x{args.repeat}' if args.interleave else ''}, "
              f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
     print(_table(title, rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,23 @@ How the Q/DQ graph is made (the choice, and why)
   written as the float constant ``q * s`` (no weight-only DQ for TensorRT to interpret); both
   are listed in the sidecar (in this recipe: the W8A8 first conv and final prediction layers).
 
+Output quantizers (``quant.outputs``: residual block / branch / shortcut / stem / FPN outputs,
+on by default in new QAT specs) become the same ``_ActExport`` forms as input quantizers (their
+forward hook calls whatever module sits at ``<point>.oq``), so a residual block exports as
+``DQ -> Conv -> Q`` (branch), ``DQ -> Conv -> Q`` (shortcut), ``DQ, DQ -> Add -> Relu -> Q``
+(output): the patterns onnxruntime's QDQ transformer turns into ``QLinearConv`` and
+``QLinearAdd`` (the ``Relu`` before a zero-point-0 ``Q`` is dropped, exactly). Layers reading a
+point's output have no input quantizer (``aq = None``) and export as ``DQ -> Conv`` on the
+point's DQ. The stem's point sits before its max-pool; the export copy applies the same
+quantizer again after the max-pool (``_requantize_after_pool``: max-pool of grid values is on
+the grid and the quantizer is idempotent there, so the values are unchanged) so that the first
+block's convolutions and addition read a ``DequantizeLinear`` directly.
+
 Nothing else is touched, so the camera geometry (projection ``MatMul`` s, visibility masks,
-reference points, sampling locations), softmax, LayerNorm, residual additions and every
-``GridSample`` stay float32 by construction: only the inputs and weights of the network's
-conv / linear / embedding layers carry Q/DQ, exactly where the fake-quant model quantizes.
+reference points, sampling locations), softmax, LayerNorm, the transformer's residual additions
+and every ``GridSample`` stay float32 by construction: only the inputs and weights of the
+network's conv / linear / embedding layers and the output quantizers' tensors carry Q/DQ,
+exactly where the fake-quant model quantizes.
 (The alternative, rewriting the traced Div/Round/Clip/Mul pattern of ``fake_quant`` in the ONNX
 graph afterwards, has to pattern-match exporter output; the module swap states the intent at
 the layer level and cannot catch a geometry MatMul by accident.)
@@ -54,6 +67,7 @@ from torch import nn
 
 from ..quant.lsq import LsqQuantizer, fake_quant
 from ..quant.modules import QuantConv2d, QuantEmbedding, QuantLinear, master_weight
+from ..quant.outputs import attach, output_points
 
 ACT_FORMATS = ("u8", "s8")
 
@@ -114,10 +128,14 @@ class QdqReport:
     layers: list[dict] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
+        """``{"weight:<mode>": n, "act:<mode>": n}`` over layers and output quantizers (``act``
+        counts both; output quantizers have no ``weight``)."""
         out: dict[str, int] = {}
         for r in self.layers:
             for k in ("weight", "act"):
-                key = f"{k}:{r[k]}"
+                if r.get(k) is None:
+                    continue
+                key = f"{k}:{str(r[k]).split(':')[0]}"
                 out[key] = out.get(key, 0) + 1
         return out
 
@@ -192,27 +210,35 @@ class _WeightExport(nn.Module):
         return _WeightDQ.apply(self.q, self.scale, self.zp, self.axis)
 
 
+def _float_input(ax: "_ActExport", input_mode: str | None) -> bool:
+    """True when a layer's input reaches it as float (not a DQ output): its own quantizer cannot
+    be Q/DQ on this format, or it reads an output quantizer (``input_mode``) that is off / fake."""
+    if ax.mode != "float":
+        return ax.mode == "fake"
+    return input_mode in ("fake", "float")
+
+
 class QdqConv2d(nn.Module):
-    def __init__(self, m: QuantConv2d, act_format: str):
+    def __init__(self, m: QuantConv2d, act_format: str, input_mode: str | None = None):
         super().__init__()
         if m.padding_mode != "zeros":
             raise ValueError(f"Q/DQ export supports zero-padded convolutions only, got padding_mode={m.padding_mode!r}")
         self.stride, self.padding, self.dilation, self.groups = m.stride, m.padding, m.dilation, m.groups
         self.bias = None if m.bias is None else nn.Parameter(m.bias.detach().clone(), requires_grad=False)
         self.ax = _ActExport(m.aq, act_format)
-        self.wx = _WeightExport(m, 0, as_float=self.ax.mode == "fake")
+        self.wx = _WeightExport(m, 0, as_float=_float_input(self.ax, input_mode))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(self.ax(x), self.wx(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class QdqLinear(nn.Module):
-    def __init__(self, m: QuantLinear, act_format: str):
+    def __init__(self, m: QuantLinear, act_format: str, input_mode: str | None = None):
         super().__init__()
         self.bias = None if m.bias is None else nn.Parameter(m.bias.detach().clone(), requires_grad=False)
         self.ax = _ActExport(m.aq, act_format)
         # (in, out), scales along the outputs
-        self.wx = _WeightExport(m, 1, transpose=True, as_float=self.ax.mode == "fake")
+        self.wx = _WeightExport(m, 1, transpose=True, as_float=_float_input(self.ax, input_mode))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(self.ax(x), self.wx())
@@ -246,11 +272,15 @@ def to_qdq_modules(model: nn.Module, act_format: str = "u8") -> tuple[nn.Module,
     todo = [(n, m) for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear, QuantEmbedding))]
     if not todo:
         raise ValueError("precision 'qdq' needs a fake-quant model (quant.quantize_model); this model has no quantized layer")
+    # output quantizers first: a layer reading one needs to know how it exports
+    points = {name: (oq, _ActExport(oq, act_format)) for name, oq in output_points(model)}
     for name, m in todo:
+        shared = getattr(m, "shared_input_from", None) if getattr(m, "aq", None) is None else None
+        in_mode = points[shared][1].mode if shared in points else None
         if isinstance(m, QuantConv2d):
-            new, kind = QdqConv2d(m, act_format), "conv"
+            new, kind = QdqConv2d(m, act_format, in_mode), "conv"
         elif isinstance(m, QuantLinear):
-            new, kind = QdqLinear(m, act_format), "linear"
+            new, kind = QdqLinear(m, act_format, in_mode), "linear"
         else:
             new, kind = QdqEmbedding(m), "embedding"
         ax = getattr(new, "ax", None)
@@ -259,9 +289,28 @@ def to_qdq_modules(model: nn.Module, act_format: str = "u8") -> tuple[nn.Module,
             "w_bits": m.wq.bits if m.wq.is_enabled else None,
             "a_bits": (m.aq.bits if m.aq is not None and m.aq.is_enabled else None),
             "weight": new.wx.mode,
-            "act": "none" if ax is None else ax.mode,
+            "act": "none" if ax is None else (f"shared:{shared}" if shared else ax.mode),
         })
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, new)
+    for name, (oq, ax) in points.items():
+        attach(model, name, ax)  # (re-)hooks a point whose module was just swapped (an FPN conv)
+        report.layers.append({"name": name, "type": "output", "w_bits": None,
+                              "a_bits": oq.bits if oq.is_enabled else None, "weight": None, "act": ax.mode})
+        if name.endswith("stem.relu") and ax.mode != "float":
+            _requantize_after_pool(model.get_submodule(name[: -len(".relu")]), ax)
     return model, report
+
+
+def _requant_hook(module: nn.Module, inputs, output):
+    return module._modules["requant_after_pool"](output)
+
+
+def _requantize_after_pool(stem: nn.Module, ax: "_ActExport") -> None:
+    """Export copy only: apply the stem point's quantizer again after the stem's max-pool (exact:
+    see the module doc), so the first block reads ``DequantizeLinear`` output."""
+    if not isinstance(getattr(stem, "pool", None), nn.MaxPool2d):
+        return
+    stem.add_module("requant_after_pool", ax)
+    stem.register_forward_hook(_requant_hook)

@@ -8,7 +8,8 @@
     same = unpack_model("models/nano-w4a6.safetensors")         # equal outputs
 
 Modules: ``lsq`` (quantizer math), ``modules`` (QuantConv2d / QuantLinear / QuantEmbedding),
-``spec`` (QuantSpec, parse_bits), ``quantize`` (quantize_model, enable_stage, calibrate),
+``outputs`` (output quantizers on block / shortcut / stem / FPN outputs, so integer runtimes
+stay integer), ``spec`` (QuantSpec, parse_bits), ``quantize`` (quantize_model, enable_stage, calibrate),
 ``pack`` (pack_model, unpack_model, model_size_report).
 """
 
@@ -19,6 +20,7 @@ from .quantize import (
     calibrate,
     enable_stage,
     enabled_layers,
+    out_quantizers,
     quant_modules,
     quantize_model,
     quantizer_parameters,
@@ -42,6 +44,7 @@ __all__ = [
     "calibrate",
     "enable_stage",
     "enabled_layers",
+    "out_quantizers",
     "quant_modules",
     "quantize_model",
     "quantizer_parameters",

@@ -9,8 +9,10 @@ Parameter objects (no copy), so
   keeps training the same tensors;
 - ``QuantConv2d`` / ``QuantLinear``: ``forward(x) = layer(aq(x), weight=wq(weight))``:
   per-tensor affine input-activation quantizer ``aq``, per-output-channel weight quantizer
-  ``wq``; the bias stays float32 (an integer kernel would hold it as int32 at scale
-  ``s_w * s_a``; we keep the float so the fake-quant and the packed model agree exactly);
+  ``wq`` (``aq`` is ``None`` for a layer whose input is already quantized by an output
+  quantizer: ``quant.outputs``, "shared input", the producer named by ``shared_input_from``);
+  the bias stays float32 (an integer kernel would hold it as int32 at scale ``s_w * s_a``; we
+  keep the float so the fake-quant and the packed model agree exactly);
 - ``QuantEmbedding``: ``.weight`` *returns the fake-quantized table* (the model reads
   ``bev_embedding.weight`` directly, not through ``forward``), one step per embedding
   dimension; ``._parameters["weight"]`` is the float master copy. No activation quantizer.
@@ -18,7 +20,8 @@ Parameter objects (no copy), so
 The model has no ``nn.MultiheadAttention``: ``ops.SelfAttention`` uses four ``nn.Linear``
 projections and the deformable attentions use ``nn.Linear`` for value / output projections,
 sampling offsets and attention weights, so all of them are covered. Not quantized (float32):
-LayerNorm, BatchNorm (not folded), softmax, ``grid_sample``, residual additions, and the raw
+LayerNorm, BatchNorm (not folded), softmax, ``grid_sample``, residual additions (unless
+``QuantSpec.quantize_outputs`` quantizes their outputs, see ``quant.outputs``), and the raw
 ``nn.Parameter`` embeddings ``encoder.cams_embeds`` / ``encoder.level_embeds``.
 """
 
@@ -35,7 +38,8 @@ class QuantConv2d(nn.Conv2d):
     """``nn.Conv2d`` with LSQ fake quantization of its weight (per output channel) and input."""
 
     wq: LsqQuantizer
-    aq: LsqQuantizer
+    aq: LsqQuantizer | None
+    shared_input_from: str | None = None
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, w_bits: int, a_bits: int) -> "QuantConv2d":
@@ -52,14 +56,15 @@ class QuantConv2d(nn.Conv2d):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.aq(x), self.wq(self.weight), self.bias)
+        return self._conv_forward(x if self.aq is None else self.aq(x), self.wq(self.weight), self.bias)
 
 
 class QuantLinear(nn.Linear):
     """``nn.Linear`` with LSQ fake quantization of its weight (per output row) and input."""
 
     wq: LsqQuantizer
-    aq: LsqQuantizer
+    aq: LsqQuantizer | None
+    shared_input_from: str | None = None
 
     @classmethod
     def from_float(cls, lin: nn.Linear, w_bits: int, a_bits: int) -> "QuantLinear":
@@ -73,7 +78,7 @@ class QuantLinear(nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.aq(x), self.wq(self.weight), self.bias)
+        return F.linear(x if self.aq is None else self.aq(x), self.wq(self.weight), self.bias)
 
 
 class QuantEmbedding(nn.Embedding):

@@ -16,7 +16,9 @@ blob        dtype    content, in ``model.named_modules()`` / ``state_dict()`` or
                      ``float_dtype="float32"``
 ``w_scale32`` float32 steps of layers whose steps are outside float16's normal range
                      (``[6.1e-5, 65504]``; listed in the sidecar as ``scale32_layers``)
-``act``     float32  ``(A, 2)``: ``[step, zero_point]`` of every enabled activation quantizer
+``act``     float32  ``(A, 2)``: ``[step, zero_point]`` of every enabled activation quantizer:
+                     the layers' input quantizers in layer order, then the enabled output
+                     quantizers (``quant.outputs``) in the order of the sidecar's ``outputs``
 ``floats``  float16  every other float tensor of the state dict (biases, BatchNorm weights and
             (default) running statistics, LayerNorm, ``cams_embeds`` / ``level_embeds``, weights of
                      skipped or not-yet-enabled layers) concatenated; ``float_dtype="float32"``
@@ -25,10 +27,12 @@ blob        dtype    content, in ``model.named_modules()`` / ``state_dict()`` or
 ``ints``    int64    non-float buffers (BatchNorm ``num_batches_tracked``)
 ==========  =======  ==========================================================================
 
-Quantizer bookkeeping (``.wq.*`` / ``.aq.*`` of the state dict) is not stored; the layout is
-rebuilt from the sidecar's ``config`` + ``quant_spec`` and checked against its ``layers``
-(``[[name, "w4a6" | "w8a8" | "w4" (embedding) | "fp"], ...]`` in module order) and the blob lengths, so a file that
-does not fit is refused with ``CheckpointError``.
+Quantizer bookkeeping (``.wq.*`` / ``.aq.*`` / output quantizers' ``.oq.*`` of the state dict) is
+not stored; the layout is rebuilt from the sidecar's ``config`` + ``quant_spec`` and checked
+against its ``layers`` (``[[name, "w4a6" | "w8a8" | "w4" (embedding, or a layer reading an output
+quantizer's grid) | "fp"], ...]`` in module order), its ``outputs`` (``[[point, "a6" | "off"],
+...]``; absent in files written before output quantizers existed, whose spec rebuilds without
+them) and the blob lengths, so a file that does not fit is refused with ``CheckpointError``.
 
 Exactness: the fake-quant forward computes ``(clamp(round(x/s)+zi) - zi) * s`` in float32, so
 storing ``q`` and ``s`` (float32) and rebuilding the float weight as ``q * s`` reproduces its
@@ -50,7 +54,8 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, load_weights, read_sidecar, save_weights
 from .modules import master_weight
-from .quantize import quant_modules, quantize_model
+from .outputs import OUT_ATTR
+from .quantize import out_quantizers, quant_modules, quantize_model
 from .spec import QuantSpec
 
 PACK_FORMAT = "qdbev-packed-v1"
@@ -100,11 +105,11 @@ def _parse_tag(tag: str) -> tuple[int | None, int | None]:
     return int(w), (int(a) if a else None)
 
 
-def _skip_key(key: str, qnames: set[str]) -> bool:
-    """Quantizer bookkeeping keys (``<layer>.wq.*`` / ``<layer>.aq.*``)."""
-    for part in (".wq.", ".aq."):
+def _skip_key(key: str, qnames: set[str], pnames: set[str] = frozenset()) -> bool:
+    """Quantizer bookkeeping keys (``<layer>.wq.*`` / ``<layer>.aq.*`` / ``<point>.oq.*``)."""
+    for part, names in ((".wq.", qnames), (".aq.", qnames), (f".{OUT_ATTR}.", pnames)):
         i = key.find(part)
-        if i > 0 and key[:i] in qnames:
+        if i > 0 and key[:i] in names:
             return True
     return False
 
@@ -134,10 +139,15 @@ def pack_model(
         raise ValueError("model has no .cfg with to_dict(); pack_model rebuilds BEVDetector models only")
     mods = quant_modules(qmodel)
     qnames = {n for n, _ in mods}
+    outs = out_quantizers(qmodel)
+    pnames = {n for n, _ in outs}
     for n, m in mods:
         for q in (m.wq, m.aq):
             if q is not None and q.is_enabled and not q.is_initialized:
                 raise ValueError(f"{n}: quantizer enabled but never initialised; run calibrate() first")
+    for n, q in outs:
+        if q.is_enabled and not q.is_initialized:
+            raise ValueError(f"{n}: output quantizer enabled but never initialised; run calibrate() first")
 
     layers: dict[str, str] = {}
     handled: set[str] = set()
@@ -166,10 +176,15 @@ def pack_model(
                 handled.add(n + ".weight")
             if a_bits is not None:
                 act.append(torch.stack([m.aq.effective_step().detach().float(), m.aq.effective_zero_point().detach().float()]))
+        outputs: list[list[str]] = []
+        for n, q in outs:
+            outputs.append([n, f"a{q.bits}" if q.is_enabled else "off"])
+            if q.is_enabled:
+                act.append(torch.stack([q.effective_step().detach().float(), q.effective_zero_point().detach().float()]))
 
         floats, floats32, ints, f32_keys = [], [], [], []
         for k, v in qmodel.state_dict().items():
-            if k in handled or _skip_key(k, qnames):
+            if k in handled or _skip_key(k, qnames, pnames):
                 continue
             if v.is_floating_point():
                 v32 = v.detach().float().reshape(-1)
@@ -215,6 +230,7 @@ def pack_model(
         "precision": spec.name,
         "float_dtype": float_dtype,
         "layers": [[n, t] for n, t in layers.items()],
+        "outputs": outputs,
         "float32_keys": f32_keys,
         "scale32_layers": scale32,
     })
@@ -265,6 +281,10 @@ def unpack_model(path: str | Path, expected_sha256: str | None = None) -> nn.Mod
     if names != [n for n, _ in meta["layers"]]:
         raise CheckpointError(f"{path}: quantized layers of the rebuilt model do not match the sidecar's 'layers'")
     qnames = set(names)
+    outs = out_quantizers(model)
+    pnames = {n for n, _ in outs}
+    if [n for n, _ in outs] != [n for n, _ in meta.get("outputs", [])]:
+        raise CheckpointError(f"{path}: output quantizers of the rebuilt model do not match the sidecar's 'outputs'")
     rd = {k: _Reader(k, state.get(k), path) for k in ("w4", "w8", "w_scale", "w_scale32", "act", "floats", "floats32", "ints")}
     if "w4" in state:  # nibble stream: expand once, read codes
         n4 = sum(master_weight(m).numel() for n, m in mods if (_parse_tag(layers[n])[0] or 99) <= 4)
@@ -307,8 +327,18 @@ def unpack_model(path: str | Path, expected_sha256: str | None = None) -> nn.Mod
                     m.aq.zero_point.copy_(sz[1])
                     m.aq.set_enabled(True)
                     m.aq.set_initialized(True)
+        for (n, q), (_, tag) in zip(outs, meta.get("outputs", [])):
+            if tag == "off":
+                q.set_enabled(False)
+                continue
+            sz = rd["act"].take(1)[0]
+            q.bits = int(tag[1:])
+            q.step.copy_(sz[0])
+            q.zero_point.copy_(sz[1])
+            q.set_enabled(True)
+            q.set_initialized(True)
         for k, v in model.state_dict().items():
-            if k in handled or _skip_key(k, qnames):
+            if k in handled or _skip_key(k, qnames, pnames):
                 continue
             if v.is_floating_point():
                 src = rd["floats32"] if k in f32_keys else rd["floats"]

@@ -8,6 +8,12 @@ Typical use (standard QAT)::
     ... train as usual (quantizer steps / zero points are Parameters; no weight decay on them:
         see ``quantizer_parameters``)
 
+With ``spec.quantize_outputs`` (the default) ``quantize_model`` also attaches the output
+quantizers of ``quant.outputs`` (block / branch / shortcut / stem / FPN outputs) and drops the
+input quantizers of the layers that read those outputs; every function here treats an output
+quantizer like the quantizers of the layer it sits on (stage by name prefix, calibrated on the
+same pass, enabled and disabled together).
+
 Progressive QAT (the paper's baseline): ``quantize_model(model, spec, only_prefixes=spec.stages[0])``
 swaps every layer but enables only the first stage's quantizers (the others pass through in
 full precision); after training a stage, ``calibrate(model, batches, only_prefixes=next_stage)``
@@ -25,6 +31,7 @@ from torch import nn
 
 from .lsq import LsqQuantizer
 from .modules import QUANT_TYPES, QuantConv2d, QuantEmbedding, QuantLinear, master_weight
+from .outputs import OUT_ATTR, attach, output_points, plan
 from .spec import QuantSpec, _is_target
 
 _CLASSES = {"conv": QuantConv2d, "linear": QuantLinear, "embedding": QuantEmbedding}
@@ -43,13 +50,20 @@ def quant_modules(model: nn.Module, prefixes: Sequence[str] | str | None = None)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_TYPES) and _match(n, prefixes)]
 
 
+def out_quantizers(model: nn.Module, prefixes: Sequence[str] | str | None = None) -> list[tuple[str, LsqQuantizer]]:
+    """``[(point name, quantizer)]`` of the output quantizers (``quant.outputs``), optionally by prefix."""
+    return [(n, q) for n, q in output_points(model) if _match(n, prefixes)]
+
+
 def quantizers(model: nn.Module, prefixes: Sequence[str] | str | None = None) -> list[tuple[str, LsqQuantizer]]:
-    """``[(name, quantizer)]``: ``<layer>.wq`` and ``<layer>.aq`` of every quantized layer."""
+    """``[(name, quantizer)]``: ``<layer>.wq`` and ``<layer>.aq`` of every quantized layer, then
+    ``<point>.oq`` of every output quantizer."""
     out = []
     for n, m in quant_modules(model, prefixes):
         out.append((n + ".wq", m.wq))
         if m.aq is not None:
             out.append((n + ".aq", m.aq))
+    out += [(f"{n}.{OUT_ATTR}", q) for n, q in out_quantizers(model, prefixes)]
     return out
 
 
@@ -75,6 +89,9 @@ def quantize_model(
     (progressive QAT); the rest are swapped but pass through until ``enable_stage``. ``None``
     enables all.
 
+    With ``spec.quantize_outputs``: output quantizers at the points of ``quant.outputs.plan``
+    (minus ``spec.skip``), and no input quantizer on the layers that read a point's output.
+
     Quantizers start uninitialised: call ``calibrate`` (otherwise each initialises itself from
     the first tensor it sees).
     """
@@ -95,6 +112,20 @@ def quantize_model(
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, _CLASSES[kind].from_float(m, wb, ab))
+    if spec.quantize_outputs:
+        points, shared = plan(model)
+        dev = next(iter(model.parameters())).device
+        done = {n for n, _ in output_points(model)}
+        for p in points:
+            bits = spec.output_bits(p)
+            if bits is not None and p not in done:
+                attach(model, p, LsqQuantizer(bits, "act").to(dev))
+                done.add(p)
+        for consumer, producer in shared.items():
+            m = model.get_submodule(consumer)
+            if producer in done and isinstance(m, (QuantConv2d, QuantLinear)):
+                m.aq = None
+                m.shared_input_from = producer
     model.quant_spec = spec
     if only_prefixes is not None:
         set_quant_enabled(model, False)
@@ -103,9 +134,9 @@ def quantize_model(
 
 
 def set_quant_enabled(model: nn.Module, enabled: bool, prefixes: Sequence[str] | str | None = None) -> list[str]:
-    """Enable / disable the quantizers of the layers under ``prefixes`` (all when None).
+    """Enable / disable the quantizers of the layers and output points under ``prefixes`` (all when None).
 
-    Returns the layer names whose state changed.
+    Returns the names whose state changed: layers, then output quantizers as ``<point>.oq``.
     """
     changed = []
     for n, m in quant_modules(model, prefixes):
@@ -114,13 +145,16 @@ def set_quant_enabled(model: nn.Module, enabled: bool, prefixes: Sequence[str] |
         m.wq.set_enabled(enabled)
         if m.aq is not None:
             m.aq.set_enabled(enabled)
+    for n, q in out_quantizers(model, prefixes):
+        if q.is_enabled != enabled:
+            changed.append(f"{n}.{OUT_ATTR}")
+        q.set_enabled(enabled)
     return changed
 
 
 def enable_stage(model: nn.Module, prefixes: Sequence[str] | str) -> list[str]:
-    """Turn on the quantizers of the layers whose names start with ``prefixes`` (progressive QAT).
-
-    Other layers are left as they are. Returns the layer names that were switched on.
+    """Turn on the quantizers of the layers (and output points) whose names start with ``prefixes``
+    (progressive QAT). Others are left as they are. Returns the names that were switched on.
     """
     return set_quant_enabled(model, True, prefixes)
 
@@ -149,42 +183,43 @@ def calibrate(
     """Initialise step sizes from data (a short pass, no gradients, model in eval mode).
 
     Weight steps come from the current weights (``spec.weight_init``); activation steps and
-    zero points from the inputs each quantized layer sees over ``batches`` (``spec.act_init``:
+    zero points from the inputs each quantized layer sees (and the tensors each output quantizer
+    sees) over ``batches`` (``spec.act_init``:
     MSE-optimal clipping of the observed range on a random subsample). While observing, the
     calibrated layers' quantizers pass through; other *enabled* quantizers quantize, so a
     later progressive stage is calibrated on the already-quantized earlier stages.
 
     ``batches``: iterable of model inputs: dict (``model(**b)``), tuple (``model(*b)``), or
-    anything ``forward_fn(model, b)`` accepts. Returns ``{"weights": n, "acts": n,
-    "unseen": [layer names whose input was never seen]}``.
+    anything ``forward_fn(model, b)`` accepts. Returns ``{"weights": n, "acts": n (input and
+    output quantizers), "outputs": n (output quantizers), "unseen": [layer / point names whose
+    tensor was never seen]}``.
     """
     spec = spec or getattr(model, "quant_spec", None) or QuantSpec()
     forward_fn = forward_fn or _default_forward
     mods = quant_modules(model, only_prefixes)
+    acts_q = [(n, m.aq) for n, m in mods if m.aq is not None] + out_quantizers(model, only_prefixes)
     for _, m in mods:
         m.wq.init_weight(master_weight(m), spec.weight_init)
-        if m.aq is not None:
-            m.aq.start_observing()
+    for _, q in acts_q:
+        q.start_observing()
     was_training = model.training
     model.eval()
     try:
         for batch in batches:
             forward_fn(model, batch)
     finally:
-        for _, m in mods:
-            if m.aq is not None:
-                m.aq.stop_observing()
+        for _, q in acts_q:
+            q.stop_observing()
         model.train(was_training)
     unseen = []
     acts = 0
-    for n, m in mods:
-        if m.aq is None:
-            continue
-        if m.aq.init_from_observations(spec.act_init):
+    for n, q in acts_q:
+        if q.init_from_observations(spec.act_init):
             acts += 1
         else:
             unseen.append(n)
-    return {"weights": len(mods), "acts": acts, "unseen": unseen}
+    n_out = len(acts_q) - sum(1 for _, m in mods if m.aq is not None)
+    return {"weights": len(mods), "acts": acts, "outputs": n_out, "unseen": unseen}
 
 
 def weights_changed(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:

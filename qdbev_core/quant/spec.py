@@ -15,6 +15,14 @@ with every weight tensor at 4 bit. Their activation bits are unused (the input i
 
 Progressive QAT stages (the paper's baseline): backbone -> neck -> BEV encoder -> decoder (the
 decoder stage includes the prediction heads).
+
+Output quantizers (``quantize_outputs``, ``quant.outputs``): also quantize the outputs of the
+residual blocks, their residual branches and shortcuts, the stem and the FPN convolutions, so an
+integer runtime can stay integer through the backbone and neck. On by default for new specs
+(``QuantSpec()``, ``from_bits``, so for new QAT runs); a spec dict without the field (written
+before it existed: sidecars of older packed / QAT files) reads as ``False``, so those files
+rebuild exactly as they were made. A point's bits are ``bits_for(point)[1]`` (the activation
+bits; ``skip`` patterns remove it).
 """
 
 from __future__ import annotations
@@ -79,6 +87,10 @@ class QuantSpec:
     """Weight step init: ``mse`` | ``minmax`` | ``lsq`` (see ``lsq.LsqQuantizer.init_weight``)."""
     act_init: str = "mse"
     """Activation step init from calibration data: ``mse`` | ``minmax``."""
+    quantize_outputs: bool = True
+    """Quantize block / branch / shortcut / stem / FPN outputs too (``quant.outputs``); a layer
+    reading such an output gets no input quantizer of its own. ``False``: inputs of Conv2d /
+    Linear only (the recipe before output quantizers; what a spec dict without this field means)."""
 
     def __post_init__(self) -> None:
         self.overrides = [(str(p), int(w), int(a)) for p, w, a in self.overrides]
@@ -110,6 +122,8 @@ class QuantSpec:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown QuantSpec fields {unknown}")
+        d = dict(d)
+        d.setdefault("quantize_outputs", False)  # specs written before output quantizers existed
         return cls(**d)
 
     @property
@@ -128,6 +142,13 @@ class QuantSpec:
                 bits = (w, a)
         return bits
 
+    def output_bits(self, point: str) -> int | None:
+        """Activation bits of the output quantizer at ``point``, or None (off or skipped)."""
+        if not self.quantize_outputs:
+            return None
+        bits = self.bits_for(point)
+        return None if bits is None else bits[1]
+
     def stage_of(self, name: str) -> int | None:
         """Index of the first stage whose prefix ``name`` starts with (None: in no stage)."""
         for i, prefixes in enumerate(self.stages):
@@ -139,8 +160,9 @@ class QuantSpec:
         """One row per Conv2d / Linear (/ Embedding) of ``model``, quantized or not yet.
 
         Keys: ``name``, ``type``, ``params`` (weight elements), ``w_bits``, ``a_bits`` (None
-        when skipped or not applicable), ``stage``, ``enabled`` (None for a model that has not
-        been through ``quantize_model``).
+        when skipped or not applicable), ``shared_input`` (the output-quantizer point whose grid
+        the layer reads instead of quantizing its input, else None), ``stage``, ``enabled`` (None
+        for a model that has not been through ``quantize_model``).
         """
         from .modules import QUANT_TYPES
 
@@ -151,6 +173,7 @@ class QuantSpec:
                 continue
             bits = self.bits_for(name)
             enabled = None
+            shared = getattr(m, "shared_input_from", None)
             if isinstance(m, QUANT_TYPES):
                 bits = (m.wq.bits, m.aq.bits if m.aq is not None else None)
                 enabled = m.wq.is_enabled
@@ -160,6 +183,7 @@ class QuantSpec:
                 "params": int(m.weight.numel()) if kind != "embedding" else int(m._parameters["weight"].numel()),
                 "w_bits": None if bits is None else bits[0],
                 "a_bits": None if bits is None or kind == "embedding" else bits[1],
+                "shared_input": shared,
                 "stage": self.stage_of(name),
                 "enabled": enabled,
             })
@@ -174,13 +198,24 @@ class QuantSpec:
             lines.append([
                 r["name"], r["type"], str(r["params"]),
                 "fp" if r["w_bits"] is None else str(r["w_bits"]),
-                "-" if r["a_bits"] is None else str(r["a_bits"]),
+                ("shr" if r["shared_input"] else "-") if r["a_bits"] is None else str(r["a_bits"]),
                 "-" if r["stage"] is None else str(r["stage"]),
                 "-" if r["enabled"] is None else ("y" if r["enabled"] else "n"),
             ])
         widths = [max([len(h)] + [len(l[i]) for l in lines]) for i, h in enumerate(header)]
         out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
         out += ["  ".join(v.ljust(w) for v, w in zip(l, widths)) for l in lines]
+        if any(r["shared_input"] for r in rows):
+            out.append("(A = shr: the input is an output quantizer's grid, no input quantizer of its own)")
+        from .outputs import output_points
+
+        outs = output_points(model)
+        if outs:
+            out.append("")
+            out.append(f"output quantizers ({len(outs)}; quant.outputs):")
+            ow = max(len(n) for n, _ in outs)
+            for n, q in outs:
+                out.append(f"  {n.ljust(ow)}  A{q.bits}  stage {self.stage_of(n)}  {'on' if q.is_enabled else 'off'}")
         by_bits: dict[str, int] = {}
         for r in rows:
             k = "fp32" if r["w_bits"] is None else f"W{r['w_bits']}"

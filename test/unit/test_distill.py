@@ -167,8 +167,11 @@ def test_vgd_training_lowers_the_loss_and_only_the_student_gets_gradients(models
         terms["vgd"].backward()
         if not losses:
             assert all(p.grad is None for p in teacher.parameters())
-            # the feature terms reach everything up to the BEV (not the decoder / heads)
-            up = [p.grad for n, p in student.named_parameters() if n.split(".")[0] in ("backbone", "neck", "encoder")]
+            # the feature terms reach everything up to the BEV (not the decoder / heads); activation
+            # zero points are left out: their LSQ gradient comes from clipped values only, and a
+            # signed tensor calibrated on this very image has none
+            up = [p.grad for n, p in student.named_parameters()
+                  if n.split(".")[0] in ("backbone", "neck", "encoder") and not n.endswith(".zero_point")]
             assert sum(g is not None and bool(g.abs().sum() > 0) for g in up) > 0.9 * len(up)
             assert all(p.grad is None for n, p in student.named_parameters() if n.startswith("decoder."))
         opt.step()

@@ -193,3 +193,51 @@ def test_tensorrt_matches_torch(small_model, small_onnx, frames, tmp_path):  # p
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
     again = TensorRTEngine(small_onnx, precision="fp32", cache_dir=tmp_path, **KW)
     assert again.build_seconds is None  # loaded from the cache
+
+
+@pytest.mark.skipif(_trt_available() is not None, reason=f"TensorRT INT8 parity needs TensorRT + CUDA: {_trt_available()}")
+def test_tensorrt_int8_matches_fake_quant(small_model, frames, tmp_path):  # pragma: no cover - GPU only
+    """The symmetric-int8 Q/DQ export (``act_format="s8"``, output quantizers included) built as an
+    explicit-quantization TensorRT engine gives the fake-quant model's detections. FP16 fallback off,
+    so the only differences are the integer kernels' accumulation order, as for onnxruntime
+    (``test_export_onnx.test_qdq_matches_fake_quant``); same detection criteria."""
+    from qdbev_core.engine.tensorrt_engine import TensorRTEngine
+    from qdbev_core.export import example_inputs
+    from qdbev_core.quant import QuantSpec, calibrate, quantize_model
+
+    fq = quantize_model(small_model, QuantSpec(weight_init="lsq", act_init="minmax"), inplace=False)
+    calibrate(fq, [example_inputs(small_model.cfg, seed=s)[:3] for s in (1, 2)])
+    fq.eval()
+    path = export_onnx(fq, tmp_path / "small-qdq-s8.onnx", precision="qdq", act_format="s8")
+    trt_e = TensorRTEngine(path, precision="int8", fp16_fallback=False, cache_dir=tmp_path, **KW)
+    te = TorchEngine(fq, **KW)
+    for f in frames:
+        a, b = trt_e.detect(f), te.detect(f)
+        assert np.abs(a.scores - b.scores).max() <= 0.005
+        hit = sum(bool(np.any((np.linalg.norm(b.boxes[:, :2] - a.boxes[i, :2], axis=1) < 0.5) & (b.labels == a.labels[i])))
+                  for i in range(len(a)))
+        assert hit >= 0.8 * len(a)
+
+
+def test_bench_interleaved_times_every_backend_in_one_process(small_model, synth_dataroot, tmp_path, monkeypatch, capsys):
+    """``qdbev bench --interleave``: one row per backend x precision (int8 = a PTQ model with output
+    quantizers), each timed on every frame, speed-ups against torch fp32 in the table."""
+    import json
+
+    from qdbev_core.checkpoint import read_sidecar
+    from qdbev_core.cli.main import main
+
+    weights = tmp_path / "small.safetensors"
+    save_weights(small_model.state_dict(), weights, {"config": small_model.cfg.to_dict()})
+    monkeypatch.setenv("QDBEV_ENGINE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(weights), "--dataroot", str(synth_dataroot), "--split", "synth_val",
+                 "--backends", "torch,onnxruntime", "--frames", "3", "--warmup", "1", "--ptq-frames", "1",
+                 "--no-nds", "--interleave", "--repeat", "2", "--json", str(out), "--out-dir", str(tmp_path / "o")]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["backend"], r["precision"]) for r in rows] == [
+        ("torch", "fp32"), ("torch", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert all(r["interleaved"] and r["timed_runs"] == 6 and r["total_ms_median"] > 0 for r in rows)
+    assert "speed-up" in capsys.readouterr().out
+    int8_model = json.loads(out.read_text())["int8_model"]
+    assert read_sidecar(int8_model)["quant_spec"]["quantize_outputs"] is True

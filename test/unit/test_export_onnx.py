@@ -24,7 +24,7 @@ import torch
 from qdbev_core.model import BEVDetector
 from qdbev_core.model.detector import ExportWrapper
 from qdbev_core.model.postprocess import decode_detections
-from qdbev_core.quant import QuantSpec, calibrate, quantize_model
+from qdbev_core.quant import QuantSpec, calibrate, out_quantizers, quantize_model, quantizers
 from qdbev_core.quant.modules import QuantConv2d, QuantLinear
 
 onnx = pytest.importorskip("onnx")
@@ -37,10 +37,12 @@ torch.set_num_threads(2)
 SMALL = dict(image_size=(64, 176), bev_h=16, bev_w=16, num_queries=30, dec_layers=2)
 
 
-def session(path, fold: bool = False):
+def session(path, fold: bool = False, optimized: str | None = None):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.log_severity_level = 3
+    if optimized:
+        so.optimized_model_filepath = str(optimized)
     src = str(path)
     if fold:
         from qdbev_core.export.graph import fold_unfusable_weight_dq
@@ -89,18 +91,23 @@ def fp_small():
     return BEVDetector("nano", **SMALL).eval()
 
 
-@pytest.fixture(scope="module")
-def fq_small(fp_small):
+def fake_quant_small(fp_small, **spec):
     # W4A6 recipe; "lsq" / "minmax" initialisation only to keep the calibration short (the MSE
-    # searches are slow on this CPU). Then every activation step is shrunk by 0.6, as QAT's
-    # learned steps typically are, so a good part of each range is clipped by the b-bit grid.
-    q = quantize_model(fp_small, QuantSpec(weight_init="lsq", act_init="minmax"), inplace=False)
+    # searches are slow on this CPU). Then every activation step (layer inputs and output
+    # quantizers) is shrunk by 0.6, as QAT's learned steps typically are, so a good part of each
+    # range is clipped by the b-bit grid.
+    q = quantize_model(fp_small, QuantSpec(weight_init="lsq", act_init="minmax", **spec), inplace=False)
     calibrate(q, [example_inputs(fp_small.cfg, seed=s)[:3] for s in (1, 2)])
     with torch.no_grad():
-        for mod in q.modules():
-            if isinstance(mod, (QuantConv2d, QuantLinear)):
-                mod.aq.step.mul_(0.6)
+        for _, aq in quantizers(q):
+            if aq.kind == "act":
+                aq.step.mul_(0.6)
     return q.eval()
+
+
+@pytest.fixture(scope="module")
+def fq_small(fp_small):
+    return fake_quant_small(fp_small)  # the default recipe: with output quantizers
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +224,38 @@ def test_qdq_graph_quantizes_network_layers_only(fq_small, qdq_onnx):
             assert producers[n.input[1]].op_type not in ("QuantizeLinear", "DequantizeLinear", "Clip")
     side = read_onnx_sidecar(qdq_onnx)
     assert side["precision"] == "qdq" and side["act_format"] == "u8"
-    assert side["quant"]["counts"].get("act:qdq-u8", 0) == n_quant
-    assert side["quant"]["counts"].get("weight:dq-int8", 0) == len(side["quant"]["layers"])
+    n_in = sum(isinstance(x, (QuantConv2d, QuantLinear)) and x.aq is not None for x in fq_small.modules())
+    n_out = len(out_quantizers(fq_small))
+    counts = side["quant"]["counts"]
+    assert n_out > 0 and counts.get("act:qdq-u8", 0) == n_in + n_out
+    assert counts.get("act:shared", 0) == n_quant - n_in > 0  # layers reading an output quantizer's grid
+    assert counts.get("weight:dq-int8", 0) == sum(r["type"] != "output" for r in side["quant"]["layers"])
+
+
+def test_ort_runs_the_backbone_and_neck_convolutions_in_int8(qdq_onnx, tmp_path):
+    """With output quantizers, onnxruntime fuses every backbone convolution into ``QLinearConv`` and
+    every residual addition into ``QLinearAdd`` (the speed of the INT8 backend depends on it); the
+    only float convolutions left are the FPN's lateral 1x1 convolutions (float top-down sum)."""
+    opt = tmp_path / "optimized.onnx"
+    session(qdq_onnx, fold=True, optimized=opt)
+    m = onnx.load(str(opt))
+
+    def where(n):
+        return n.name + " " + " ".join(n.output)
+
+    bb = [n for n in m.graph.node if "/backbone/" in where(n)]
+    convs = [n for n in bb if "Conv" in n.op_type]
+    assert len(convs) == sum(isinstance(x, torch.nn.Conv2d) for x in BEVDetector("nano", **SMALL).backbone.modules())
+    assert all(n.op_type == "QLinearConv" for n in convs), sorted({n.op_type for n in convs})
+    adds = [n for n in bb if "Add" in n.op_type]
+    assert adds and all(n.op_type == "QLinearAdd" for n in adds), sorted({n.op_type for n in adds})
+    # integer from the input quantizer to the stage outputs: no Q/DQ or float ReLU in between
+    # (DequantizeLinear only where the backbone's outputs leave for the neck)
+    inner = [n for n in bb if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Relu")]
+    assert all(n.op_type == "DequantizeLinear" for n in inner), [where(n) for n in inner]
+    assert len({n.input[0] for n in inner}) <= len(BEVDetector("nano", **SMALL).backbone.out_stages)
+    neck_convs = [n for n in m.graph.node if "/neck/" in where(n) and "Conv" in n.op_type]
+    assert {n.op_type for n in neck_convs if "fpn_convs" in where(n)} == {"QLinearConv"}
 
 
 @pytest.mark.parametrize("fold", [False, True], ids=["plain", "ort-prepared"])
@@ -232,6 +269,16 @@ def test_qdq_matches_fake_quant(refs, qdq_onnx, fold):
     db = decode_detections({"cls_logits": ref[0], "boxes": ref[1]}, 0.0, 20)[0]
     assert np.abs(da.scores - db.scores).max() <= 0.005
     assert match_fraction(da, db) >= 0.8
+
+
+def test_qdq_of_the_inputs_only_recipe_matches_fake_quant(fp_small, refs, tmp_path):
+    """``QuantSpec(quantize_outputs=False)`` (the recipe before output quantizers) still exports and matches."""
+    fq = fake_quant_small(fp_small, quantize_outputs=False)
+    path = export_onnx(fq, tmp_path / "inputs-only.onnx", precision="qdq")
+    assert "act:shared" not in read_onnx_sidecar(path)["quant"]["counts"]
+    ref = torch_outputs(fq, refs["args"])
+    res = session(path, fold=True).run(None, feeds(refs["args"]))
+    assert rel(res[2], ref[2]) <= 0.25 * rel(ref[2], refs["fp"][2])
 
 
 def test_qdq_needs_a_fake_quant_model(fp_small, tmp_path):

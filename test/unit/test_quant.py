@@ -24,6 +24,7 @@ from qdbev_core.quant import (
     enable_stage,
     enabled_layers,
     model_size_report,
+    out_quantizers,
     pack_model,
     parse_bits,
     quant_modules,
@@ -179,7 +180,52 @@ def test_quantize_model_swaps_every_layer_with_the_recipe_bits(fp_model):
     assert "W4:" in table and "W8:" in table
     # fp32 state dict keys are unchanged (a float checkpoint loads with strict=False)
     missing, unexpected = q.load_state_dict(fp_model.state_dict(), strict=False)
-    assert unexpected == [] and all(".wq." in k or ".aq." in k for k in missing)
+    assert unexpected == [] and all(".wq." in k or ".aq." in k or ".oq." in k for k in missing)
+
+
+def test_output_quantizers_sit_on_block_shortcut_stem_and_fpn_outputs(fp_model, batches):
+    """Default recipe: residual blocks, their branches and shortcuts, the stem and the FPN outputs are
+    quantized; the layers reading those tensors have no input quantizer and see the producer's grid."""
+    q = quantize_model(fp_model, QuantSpec(act_init="minmax", weight_init="lsq"), inplace=False)
+    points = dict(out_quantizers(q))
+    bb = fp_model.backbone
+    blocks = [f"backbone.layer{s}.{j}" for s in (1, 2, 3, 4) if hasattr(bb, f"layer{s}") for j in range(len(getattr(bb, f"layer{s}")))]
+    downs = [b for b in blocks if fp_model.get_submodule(b).downsample is not None]
+    want = {"backbone.stem.relu", *blocks, *(b + ".bn2" for b in blocks), *(d + ".downsample.1" for d in downs),
+            *(f"neck.fpn_convs.{i}" for i in range(len(fp_model.neck.fpn_convs)))}
+    assert set(points) == want and all(p.bits == 6 and p.kind == "act" for p in points.values())
+    mods = dict(quant_modules(q))
+    shared = {n for n, m in mods.items() if not hasattr(m, "float_weight") and m.aq is None}
+    assert shared == {*(b + ".conv1" for b in blocks), *(d + ".downsample.0" for d in downs),
+                      *(f"neck.lateral_convs.{i}" for i in range(len(fp_model.neck.lateral_convs)))}
+    assert mods["backbone.layer1.0.conv1"].shared_input_from == "backbone.stem.relu"
+    assert mods["neck.lateral_convs.1"].shared_input_from == blocks[-1]
+    assert "output quantizers (" in q.quant_spec.table(q)
+    info = calibrate(q, batches[:1])
+    assert info["outputs"] == len(want) and info["unseen"] == []
+
+    # the tensors those layers read lie on the producer's integer grid (max-pool included)
+    seen = {}
+    hooks = [q.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: seen.__setitem__(n, a[0].clone()))
+             for n in ("backbone.layer1.0.conv1", "backbone.layer2.0.downsample.0", "neck.lateral_convs.0")]
+    with torch.no_grad():
+        q.eval()(*batches[1])
+    for h in hooks:
+        h.remove()
+    for n, x in seen.items():
+        p = points[mods[n].shared_input_from]
+        s, z = p.effective_step(), p.effective_zero_point()
+        codes = x / s + z
+        assert torch.allclose(codes, codes.round(), atol=1e-3), n
+        assert codes.round().min() >= 0 and codes.round().max() <= 63, n
+
+    # the older recipe (inputs only) is still available, and is what a spec dict without the field means
+    old = quantize_model(fp_model, QuantSpec(quantize_outputs=False), inplace=False)
+    assert out_quantizers(old) == [] and all(m.aq is not None for _, m in quant_modules(old) if not hasattr(m, "float_weight"))
+    legacy = QuantSpec().to_dict()
+    del legacy["quantize_outputs"]
+    assert QuantSpec.from_dict(legacy).quantize_outputs is False
+    assert QuantSpec().quantize_outputs and QuantSpec.from_bits("w8a8").quantize_outputs
 
 
 def test_forward_backward_and_calibrated_error(fp_model, batches, w4a6):
@@ -213,6 +259,9 @@ def test_forward_backward_and_calibrated_error(fp_model, batches, w4a6):
         assert mods[n].wq.step.grad is not None and mods[n].wq.step.grad.abs().sum() > 0, n
         assert mods[n].aq.step.grad is not None and mods[n].aq.step.grad.abs() > 0, n
     assert mods["encoder.bev_embedding"].wq.step.grad.abs().sum() > 0
+    points = dict(out_quantizers(q))
+    for n in ("backbone.stem.relu", "backbone.layer2.0", "backbone.layer2.0.downsample.1", "neck.fpn_convs.1"):
+        assert points[n].step.grad is not None and points[n].step.grad.abs() > 0, n
 
 
 def test_progressive_stages_change_only_the_enabled_prefix(fp_model, batches):
@@ -225,6 +274,7 @@ def test_progressive_stages_change_only_the_enabled_prefix(fp_model, batches):
     spec = QuantSpec()
     q = quantize_model(fp_model, spec, only_prefixes=spec.stages[0], inplace=False).eval()
     assert enabled_layers(q) and all(n.startswith("backbone.") for n in enabled_layers(q))
+    assert all(p.is_enabled == n.startswith("backbone.") for n, p in out_quantizers(q))  # points follow their stage
     calibrate(q, batches, only_prefixes=spec.stages[1])
     seen = {}
     hooks = [q.backbone.register_forward_hook(lambda m, i, o: seen.__setitem__("bb", [t.clone() for t in o])),
@@ -237,7 +287,8 @@ def test_progressive_stages_change_only_the_enabled_prefix(fp_model, batches):
     for h in hooks:
         h.remove()
     assert changed and all(n.startswith("neck.") for n in changed)
-    assert sorted(changed) == sorted(n for n, _ in quant_modules(q, "neck."))
+    assert sorted(changed) == sorted([n for n, _ in quant_modules(q, "neck.")] + [n + ".oq" for n, _ in out_quantizers(q, "neck.")])
+    assert all(p.is_enabled for _, p in out_quantizers(q, "backbone."))
     assert all(torch.equal(a, b) for a, b in zip(before["bb"], seen["bb"]))
     assert not all(torch.equal(a, b) for a, b in zip(before["neck"], seen["neck"]))
 
@@ -273,6 +324,7 @@ def test_pack_unpack_reproduces_the_fake_quant_model_exactly(w4a6, fp_model, tmp
     if float_dtype == "float32":  # no side effect on the model
         assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
     assert side["precision"] == "w4a6" and side["note"] == "test"
+    assert [n for n, _ in side["outputs"]] == [n for n, _ in out_quantizers(q)] and side["outputs"][0][1] == "a6"
     u = unpack_model(path, expected_sha256=side["sha256"])
     x = rig_inputs(fp_model.cfg, seed=5)
     with torch.no_grad():
@@ -288,6 +340,25 @@ def test_pack_unpack_reproduces_the_fake_quant_model_exactly(w4a6, fp_model, tmp
     assert state["w4"].numel() == (n4 + 1) // 2  # two 4-bit weights per byte
     assert state["w8"].numel() == rep["params_by_bits"]["w8"]
     assert rep["ratio"] > (7.8 if float_dtype == "float16" else 7.5)
+
+
+def test_packed_file_of_the_inputs_only_recipe_still_unpacks(fp_model, batches, tmp_path):
+    """A file written before output quantizers existed (no ``quantize_outputs`` / ``outputs`` in its
+    sidecar) rebuilds without them and reproduces its model exactly."""
+    q = quantize_model(fp_model, QuantSpec(quantize_outputs=False, act_init="minmax", weight_init="lsq"), inplace=False)
+    calibrate(q, batches[:1])
+    path = tmp_path / "legacy.safetensors"
+    pack_model(q, path, float_dtype="float32")
+    side_path = path.with_suffix(".json")
+    side = json.loads(side_path.read_text())
+    assert side["outputs"] == []
+    del side["outputs"], side["quant_spec"]["quantize_outputs"]
+    side_path.write_text(json.dumps(side))
+    u = unpack_model(path)
+    assert out_quantizers(u) == []
+    x = rig_inputs(fp_model.cfg, seed=6)
+    with torch.no_grad():
+        assert torch.equal(q.eval()(*x)["cls_logits"], u(*x)["cls_logits"])
 
 
 def test_damaged_packed_files_are_refused(w4a6, tmp_path):
