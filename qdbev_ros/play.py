@@ -167,7 +167,15 @@ class BagPlayer:
     def image_topics(self) -> list[str]:
         return [t for t, ty in self.types.items() if ty in IMAGE_TYPES]
 
-    def close(self) -> None:
+    def close(self, flush_timeout: float = 10.0) -> None:
+        """Wait (up to ``flush_timeout`` s per topic) until every matched subscriber acknowledged
+        what was published, then close the bag. The publishers are reliable: without this the
+        last messages can die with the process before a slow subscriber has them."""
+        from rclpy.duration import Duration
+
+        for topic, pub in self.publishers.items():
+            if not pub.wait_for_all_acked(Duration(seconds=flush_timeout)):
+                self.log(f"qdbev play: {topic}: not every subscriber acknowledged within {flush_timeout:g} s")
         self.reader.close()
 
     def stop(self) -> None:

@@ -230,7 +230,7 @@ def test_dense_targets_decode_back_to_boxes():
     cfg = get_config("nano")
     labels, boxes = TARGETS[0]["labels"][:4], TARGETS[0]["boxes"][:4]
     heat, index, mask, reg = build_dense_targets([(labels, boxes)], cfg, torch.device("cpu"))
-    assert heat.shape == (1, 10, 32, 32) and int(mask.sum()) == 4 and heat.max() == 1.0
+    assert heat.shape == (1, 10, cfg.bev_h, cfg.bev_w) and int(mask.sum()) == 4 and heat.max() == 1.0
     reg_map = torch.zeros(1, 10, cfg.bev_h * cfg.bev_w)
     reg_map[0, :, index[0]] = reg[0].T
     outputs = {"heatmap": inverse_sigmoid(heat, 1e-6), "heatmap_reg": reg_map.view(1, 10, cfg.bev_h, cfg.bev_w)}
