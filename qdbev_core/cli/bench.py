@@ -62,7 +62,6 @@ def _measure(args: argparse.Namespace, backend: str, precision: str, model: str)
     import pickle
     import time
 
-    import numpy as np
     import torch
 
     from ..engine import load_engine
@@ -95,7 +94,15 @@ def _measure(args: argparse.Namespace, backend: str, precision: str, model: str)
     run(min(args.warmup, n), keep=False)
     rec = run(n, keep=True)
     rss_mb = _peak_rss_mb()  # before the evaluator loads
-    row: dict = {"backend": backend, "precision": precision, "model": str(model), "frames": n,
+    return _result_row(args, backend, precision, model, engine, rec, n, load_s, rss_mb)
+
+
+def _result_row(args, backend: str, precision: str, model, engine, rec: dict, n: int, load_s: float,
+                rss_mb: float, **extra) -> dict:
+    """One table row: timing medians / p90 (ms) of ``rec``, FPS, model file, and NDS unless ``--no-nds``."""
+    import numpy as np
+
+    row: dict = {"backend": backend, "precision": precision, "model": str(model), "frames": n, **extra,
                  "engine_load_s": round(load_s, 2), "peak_rss_MB": round(rss_mb, 1)}
     for k, v in rec.items():
         row[k.replace("_ms", "") + "_ms_median"] = float(np.median(v))
@@ -117,7 +124,6 @@ def _measure_interleaved(args: argparse.Namespace, combos: list[tuple[str, str, 
     import pickle
     import time
 
-    import numpy as np
     import torch
 
     from ..engine import load_engine
@@ -157,21 +163,8 @@ def _measure_interleaved(args: argparse.Namespace, combos: list[tuple[str, str, 
     rss_mb = _peak_rss_mb()
     rows = []
     for (b, p, m), e, rec, ls in zip(combos, engines, recs, loads):
-        row: dict = {"backend": b, "precision": p, "model": str(m), "frames": n, "timed_runs": len(rec["total_ms"]),
-                     "engine_load_s": round(ls, 2), "peak_rss_MB": round(rss_mb, 1), "interleaved": True}
-        for key, v in rec.items():
-            row[key.replace("_ms", "") + "_ms_median"] = float(np.median(v))
-            row[key.replace("_ms", "") + "_ms_p90"] = float(np.percentile(v, 90))
-        row["fps"] = 1000.0 / row["total_ms_median"]
-        row["model_file"], row["model_file_MB"] = _model_file(e, m)
-        if not args.no_nds:
-            from ..predict import predict_and_evaluate
-
-            summary = predict_and_evaluate(e, args.dataroot, args.version, args.split,
-                                           args.out_dir / f"{b}-{p}", progress=False)
-            row["nds"] = float(summary.get("nd_score", 0.0))
-            row["map"] = float(summary.get("mean_ap", 0.0))
-        rows.append(row)
+        rows.append(_result_row(args, b, p, m, e, rec, n, ls, rss_mb, timed_runs=len(rec["total_ms"]),
+                                interleaved=True))
     return rows
 
 
