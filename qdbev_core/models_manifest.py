@@ -51,6 +51,24 @@ def resolve_model(model: str | Path) -> tuple[Path, str | None, dict[str, Any] |
     raise CheckpointError(f"model {model!r} is neither a name in {models_dir() / 'manifest.yaml'} ({known}) nor a file")
 
 
+def full_precision_file(model: str | Path, role: str) -> tuple[Path, str | None, dict[str, Any]]:
+    """``(path, manifest sha256 or None, sidecar)`` of a full-precision weights file.
+
+    ``role`` names what the model is used for in error messages (``"--init-from"``, ``"teacher"``).
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a quantized one (packed
+    or fake-quant): warm starts and teachers must be full precision.
+    """
+    from .checkpoint import read_sidecar
+
+    path, sha, _ = resolve_model(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} {model}: {path} does not exist")
+    side = read_sidecar(path)
+    if side.get("format") or "quant_spec" in side:
+        raise ValueError(f"{role} {model}: {path} is a quantized model; a full-precision one is needed")
+    return path, sha, side
+
+
 def config_from_dict(d: dict[str, Any]):
     """``ModelConfig`` from its ``to_dict()`` form (JSON lists back to tuples)."""
     from .model.config import ModelConfig

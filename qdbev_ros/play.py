@@ -346,43 +346,24 @@ def run_player(args) -> int:
     """Run the player for parsed ``qdbev play`` arguments (used by the CLI verb and ``main``)."""
     import signal
 
-    import rclpy
-    from rclpy.context import Context
+    from .standalone import standalone_node
 
-    from rclpy.executors import SingleThreadedExecutor
-
-    context = Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("qdbev_play", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            executor.spin_once(timeout_sec=min(left, 0.05))
-
-    player = None
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        player = BagPlayer(args.bag, node, topics=args.topics or None, spin=spin,
-                           pace_topic=getattr(args, "pace_topic", None),
-                           pace_timeout=getattr(args, "pace_timeout", 30.0))
-        signal.signal(signal.SIGINT, lambda *_: player.stop())
-        if args.wait_for_subscribers > 0:
-            player.wait_for_subscribers(args.wait_for_subscribers)
-        stats = player.play(rate=args.rate, loop=args.loop)
-        print(stats.summary())
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if player is not None:
-            player.close()
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
+    with standalone_node("qdbev_play") as (node, spin, _):
+        player = None
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            player = BagPlayer(args.bag, node, topics=args.topics or None, spin=spin,
+                               pace_topic=getattr(args, "pace_topic", None),
+                               pace_timeout=getattr(args, "pace_timeout", 30.0))
+            signal.signal(signal.SIGINT, lambda *_: player.stop())
+            if args.wait_for_subscribers > 0:
+                player.wait_for_subscribers(args.wait_for_subscribers)
+            stats = player.play(rate=args.rate, loop=args.loop)
+            print(stats.summary())
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if player is not None:
+                player.close()
     return 0
 
 

@@ -117,56 +117,40 @@ def run_recorder(args) -> int:
     """Run ``qdbev bag record`` for parsed arguments (``qdbev_core.cli.bag``)."""
     import signal
 
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
+    from .standalone import standalone_node
 
-    context = Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("qdbev_record", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
     stop = {"flag": False}
-
-    def spin(seconds: float) -> None:  # setup phase: Ctrl-C / SIGTERM aborts
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if stop["flag"]:
-                raise KeyboardInterrupt
-            executor.spin_once(timeout_sec=min(0.05, max(0.0, end - time.monotonic())))
-
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in previous:
         signal.signal(s, lambda *_: stop.update(flag=True))
     rec = None
     try:
-        rec = BagRecorder(node, args.out, args.topics or DEFAULT_TOPICS)
-        types = rec.resolve_types(args.wait_for_publishers, spin)
-        rec.start()
-        end = time.monotonic() + args.wait_for_publishers
-        while not rec.matched() and time.monotonic() < end:
-            spin(0.05)
-        print("qdbev bag record: recording " + ", ".join(f"{t} ({ty})" for t, ty in types.items()),
-              file=sys.stderr, flush=True)
-        if args.ready_file is not None:
-            Path(args.ready_file).write_text("recording\n")
-        t_end = time.monotonic() + args.duration if args.duration else None
-        while not stop["flag"] and (t_end is None or time.monotonic() < t_end):
-            executor.spin_once(timeout_sec=0.1)
-        # messages already delivered to this process are taken before closing
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
+        with standalone_node("qdbev_record") as (node, spin_for, executor):
+            def spin(seconds: float) -> None:  # setup phase: Ctrl-C / SIGTERM aborts
+                spin_for(seconds, abort=lambda: stop["flag"])
+
+            rec = BagRecorder(node, args.out, args.topics or DEFAULT_TOPICS)
+            try:
+                types = rec.resolve_types(args.wait_for_publishers, spin)
+                rec.start()
+                end = time.monotonic() + args.wait_for_publishers
+                while not rec.matched() and time.monotonic() < end:
+                    spin(0.05)
+                print("qdbev bag record: recording " + ", ".join(f"{t} ({ty})" for t, ty in types.items()),
+                      file=sys.stderr, flush=True)
+                if args.ready_file is not None:
+                    Path(args.ready_file).write_text("recording\n")
+                t_end = time.monotonic() + args.duration if args.duration else None
+                while not stop["flag"] and (t_end is None or time.monotonic() < t_end):
+                    executor.spin_once(timeout_sec=0.1)
+                spin_for(0.3)  # messages already delivered to this process are taken before closing
+            finally:
+                rec.close()
     except KeyboardInterrupt:
         print("qdbev bag record: interrupted before recording started", file=sys.stderr)
         return 130
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        if rec is not None:
-            rec.close()
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
     print(f"{args.out}: " + ", ".join(f"{t} {n}" for t, n in rec.counts.items()))
     return 0

@@ -162,15 +162,10 @@ class PaperTableConfig:
 
 # --- helpers --------------------------------------------------------------------------------------------
 def _teacher_info(teacher: str) -> dict:
-    from ..checkpoint import read_sidecar, sha256_file
-    from ..models_manifest import resolve_model
+    from ..checkpoint import sha256_file
+    from ..models_manifest import full_precision_file
 
-    path, sha, _ = resolve_model(teacher)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher {teacher!r}: {path} not found")
-    side = read_sidecar(path)
-    if side.get("format") or "quant_spec" in side:
-        raise ValueError(f"teacher {teacher!r} is a quantized model; the paper table needs a full-precision teacher")
+    path, sha, side = full_precision_file(teacher, "teacher")
     return {"name": teacher, "path": str(path), "sha256": sha or sha256_file(path), "config": side["config"],
             "bytes": path.stat().st_size}
 

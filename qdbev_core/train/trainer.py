@@ -142,10 +142,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if cfg.qat is not None:  # the student has the teacher's architecture, whatever `nano` means today
-        from ..checkpoint import read_sidecar
-        from ..models_manifest import config_from_dict, resolve_model
+        from ..models_manifest import config_from_dict, full_precision_file
 
-        model_cfg = config_from_dict(read_sidecar(resolve_model(cfg.qat.teacher)[0])["config"])
+        model_cfg = config_from_dict(full_precision_file(cfg.qat.teacher, "teacher")[2]["config"])
     else:
         model_cfg = get_config(cfg.model, **cfg.model_overrides)
     model = BEVDetector(model_cfg).to(device)

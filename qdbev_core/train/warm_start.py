@@ -82,15 +82,10 @@ def warm_start(model: nn.Module, source: str | Path) -> dict[str, str]:
     Returns ``{"source": ..., "sha256": ...}`` for the run's record. Quantized (packed or
     fake-quant) sources are refused: warm starts are for full-precision training.
     """
-    from ..checkpoint import load_weights, read_sidecar
-    from ..models_manifest import resolve_model
+    from ..checkpoint import load_weights
+    from ..models_manifest import full_precision_file
 
-    path, sha, _ = resolve_model(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"--init-from {source}: {path} does not exist")
-    meta = read_sidecar(path)
-    if meta.get("format") or "quant_spec" in meta:
-        raise ValueError(f"--init-from {source}: {path} is a quantized model; warm-start from a full-precision one")
+    path, sha, _ = full_precision_file(source, "--init-from")
     state, meta = load_weights(path, expected_sha256=sha)
     model.load_state_dict(adapt_state_dict(state, model, path))
     return {"source": str(source), "sha256": str(meta.get("sha256", sha or ""))}

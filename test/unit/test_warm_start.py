@@ -62,3 +62,13 @@ def test_model_set_parses_json_values_and_rejects_unknown_fields() -> None:
         parse_model_sets(["bev_height=3"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_model_sets(["bev_h"])
+
+
+def test_quantized_or_missing_sources_are_refused(tmp_path: Path) -> None:
+    src = BEVDetector("nano", **SMALL)
+    fq = tmp_path / "fq.safetensors"
+    save_weights(src.state_dict(), fq, {"config": src.cfg.to_dict(), "quant_spec": {}})
+    with pytest.raises(ValueError, match="quantized model"):
+        warm_start(BEVDetector("nano", **SMALL), fq)
+    with pytest.raises(FileNotFoundError, match="--init-from"):
+        warm_start(BEVDetector("nano", **SMALL), tmp_path / "missing.safetensors")
