@@ -30,6 +30,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+SAFETENSORS_METADATA = {"format": "pt"}
+"""Header metadata of every weights file: one key only. safetensors serialises the header
+metadata from a hash map whose iteration order changes from call to call, so with two keys the
+same tensors could be written as two different byte strings (two sha256s); with one key the file
+bytes depend on the tensors alone."""
+
+
 def sidecar_path(weights: str | Path) -> Path:
     """``x.safetensors`` -> ``x.json``."""
     return Path(weights).with_suffix(SIDECAR_SUFFIX)
@@ -47,7 +54,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, meta: dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(flat, str(tmp), metadata={"format": "pt", "producer": "qdbev"})
+    save_file(flat, str(tmp), metadata=SAFETENSORS_METADATA)
     tmp.replace(path)
     side = dict(meta)
     side["file"] = path.name

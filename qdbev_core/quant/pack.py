@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_weights, read_sidecar, save_weights
+from ..checkpoint import SAFETENSORS_METADATA, CheckpointError, load_weights, read_sidecar, save_weights
 from .modules import master_weight
 from .outputs import OUT_ATTR
 from .quantize import out_quantizers, quant_modules, quantize_model
@@ -358,7 +358,7 @@ def _fp32_file_bytes(cfg_dict: dict) -> int:
     from ..models_manifest import config_from_dict
 
     state = {k: v.contiguous() for k, v in BEVDetector(config_from_dict(cfg_dict)).state_dict().items()}
-    return len(save(state, metadata={"format": "pt", "producer": "qdbev"}))
+    return len(save(state, metadata=SAFETENSORS_METADATA))
 
 
 def model_size_report(model_or_path: nn.Module | str | Path, float_dtype: str = "float16") -> dict[str, Any]:

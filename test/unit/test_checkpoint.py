@@ -63,3 +63,12 @@ def test_mismatched_config_lists_what_does_not_fit(nano_file) -> None:
     other = BEVDetector("nano", embed_dims=32, num_heads=4, ffn_dims=64)
     with pytest.raises(CheckpointError, match=r"weights do not fit this model config: .*other shapes"):
         load_into(other, state, path)
+
+
+def test_same_tensors_give_the_same_file_bytes(tmp_path: Path) -> None:
+    """The sha256 in sidecars and the manifest identifies tensors: saving the same state dict
+    again (same process, several times) must give byte-identical files. (The header metadata
+    used to have two keys, which safetensors wrote in a per-call random order.)"""
+    state = {"b.weight": torch.arange(6, dtype=torch.float32).view(2, 3), "a.bias": torch.ones(3, dtype=torch.float16)}
+    shas = {save_weights(state, tmp_path / f"w{i}.safetensors", {"precision": "fp32"})["sha256"] for i in range(12)}
+    assert len(shas) == 1
