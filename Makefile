@@ -89,6 +89,11 @@ PAPER_BATCH ?= 2
 PAPER_PROCS ?= 2
 PAPER_SEED ?= 0
 PAPER_OUT ?= runs/paper-table
+# training order (the table is always printed fp32, standard, progressive, qdbev, w8a8): the
+# QD-BEV row first, since it becomes the bundled nano-w4a6-qdbev model
+PAPER_ROWS ?= qdbev,standard,progressive,w8a8,fp32
+# more `qdbev experiment paper-table` options, e.g. PAPER_ARGS='--eval-every 500'
+PAPER_ARGS ?=
 
 .PHONY: paper-table
 
@@ -96,4 +101,4 @@ paper-table: nano-data
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/qdbev experiment paper-table --teacher $(PAPER_TEACHER) \
 	  --dataroot $(NANO_TRAIN_DATA) --split synth_train --val-dataroot $(NANO_VAL_DATA) --val-split synth_val \
 	  --steps $(PAPER_STEPS) --batch-size $(PAPER_BATCH) --seed $(PAPER_SEED) --out $(PAPER_OUT) \
-	  --ddp-procs $(PAPER_PROCS)
+	  --ddp-procs $(PAPER_PROCS) --rows $(PAPER_ROWS) $(PAPER_ARGS)

@@ -387,6 +387,7 @@ def run_paper_table(cfg: PaperTableConfig) -> dict:
         score = score_file(_deploy_file(cfg, spec, teacher), cfg, (cfg.out / "teacher" if spec.verb == "none" else d) / "score")
         rows.append(_row_result(cfg, spec, teacher, argv, status, run_s, score))
     bar.close()
+    rows.sort(key=lambda r: ROW_ORDER.index(r["row"]))  # trained in --rows order, reported in the table's order
     ref = None
     if "fp32" in cfg.rows:
         ref = next(r for r in rows if r["row"] == "fp32")
