@@ -38,6 +38,27 @@ def read_manifest(path: Path | None = None) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in entries}
 
 
+def default_model(path: Path | None = None) -> str | None:
+    """The manifest's ``default:`` model name (the one the demo, the node's config and the launch
+    files use); the first entry when the manifest names none; None for an empty manifest.
+
+    Raises ``CheckpointError`` when ``default:`` names a model the manifest does not list.
+    """
+    import yaml
+
+    path = path or models_dir() / "manifest.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    names = [e["name"] for e in data.get("models", [])]
+    name = data.get("default")
+    if name is None:
+        return names[0] if names else None
+    if name not in names:
+        raise CheckpointError(f"{path}: 'default: {name}' is not one of its models ({', '.join(names) or 'none'})")
+    return str(name)
+
+
 def resolve_model(model: str | Path) -> tuple[Path, str | None, dict[str, Any] | None]:
     """``(weights path, expected sha256 or None, manifest entry or None)`` for a name or a path."""
     manifest = read_manifest()

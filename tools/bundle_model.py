@@ -48,7 +48,8 @@ def _wall_s(run: Path, side: dict) -> float:
 
 
 def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str = "model.safetensors",
-           eval_command: str = "", notes: str = "", models_dir: Path | None = None) -> dict:
+           eval_command: str = "", notes: str = "", models_dir: Path | None = None,
+           make_default: bool = False) -> dict:
     """Copy ``run/weights`` (+ sidecar) to ``models_dir/<name>.safetensors`` and write its manifest entry."""
     from qdbev_core.quant.pack import PACK_FORMAT
 
@@ -107,6 +108,8 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
     data = yaml.safe_load(manifest.read_text()) if manifest.is_file() else None
     data = data or {"models": []}
     data["models"] = [e for e in data["models"] if e["name"] != name] + [entry]
+    if make_default:
+        data = {"default": name, **{k: v for k, v in data.items() if k != "default"}}
     header = "# Bundled qdbev models. Written by tools/bundle_model.py; `qdbev models` lists and checks them.\n"
     manifest.write_text(header + yaml.safe_dump(data, sort_keys=False, width=110))
     return entry
@@ -122,11 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-json", type=Path, required=True, help="metrics_summary.json of the official evaluation")
     ap.add_argument("--eval-command", default="", help="command that reproduces the evaluation")
     ap.add_argument("--notes", default="", help="free text shown with the entry")
+    ap.add_argument("--default", action="store_true",
+                    help="make this the manifest's default model (demo, config/qdbev.yaml and launch files name it too)")
     ap.add_argument("--models-dir", type=Path, default=None, help="models folder (default $QDBEV_MODELS_DIR or ./models)")
     args = ap.parse_args(argv)
     weights = "model.packed.safetensors" if args.packed else args.weights
     entry = bundle(args.run, args.name, args.data_recipe, args.eval_json, weights, args.eval_command, args.notes,
-                   args.models_dir)
+                   args.models_dir, args.default)
     print(json.dumps(entry, indent=2))
 
 

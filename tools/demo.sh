@@ -5,7 +5,8 @@
 # 2. validate it with `qdbev data check`
 # 3. score the split's ground truth with the official nuScenes evaluator (oracle = 1.0), and the
 #    ground truth jittered by 0.5 m (the evaluator really evaluates)
-# 4. if a bundled model is in models/manifest.yaml: run it over the val split and score it
+# 4. with the manifest's default model (models/manifest.yaml `default:`; $QDBEV_DEMO_MODEL overrides):
+#    run it over the val split and score it
 # 5. render BEV + camera pictures of one scene
 # 6. (with a model) the live ROS 2 node on real rclpy: one val scene -> rosbag2 (`qdbev bag
 #    from-nuscenes`); `qdbev_node`, a recorder (`qdbev bag record`) and the player (`qdbev play
@@ -57,7 +58,7 @@ say "3/7 official nuScenes evaluation of the ground truth (oracle) and of GT jit
 
 MODEL="${QDBEV_DEMO_MODEL:-}"
 if [ -z "$MODEL" ] && [ -f models/manifest.yaml ]; then
-  MODEL="$(python -c 'from qdbev_core.models_manifest import read_manifest; m = read_manifest(); print(next(iter(m), ""))')"
+  MODEL="$(python -c 'from qdbev_core.models_manifest import default_model; print(default_model() or "")')"
 fi
 SCENE="$(python -c "import json; print(json.load(open('$DATA/$VERSION/splits.json'))['$SPLIT'][0])")"
 if [ -n "$MODEL" ]; then

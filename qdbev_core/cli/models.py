@@ -22,13 +22,14 @@ def run(args: argparse.Namespace) -> int:
         print(describe())
         return 0
     from ..checkpoint import sha256_file
-    from ..models_manifest import models_dir, read_manifest
+    from ..models_manifest import default_model, models_dir, read_manifest
 
     entries = read_manifest()
     if not entries:
         print(f"no models in {models_dir() / 'manifest.yaml'}")
         return 0
     bad = 0
+    default = default_model()
     print(f"{'name':<22}{'config':<8}{'file':<34}{'MB':>8}  {'sha256':<10}  metrics")
     for name, e in entries.items():
         path = models_dir() / e["file"]
@@ -38,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
             ok = "skipped" if not args.verify else ("ok" if sha256_file(path) == e.get("sha256") else "MISMATCH")
         bad += ok in ("missing", "MISMATCH")
         metrics = " ".join(f"{k}={v}" for k, v in (e.get("metrics") or {}).items())
-        print(f"{name:<22}{e.get('config', '?'):<8}{e['file']:<34}{size:8.2f}  {ok:<10}  {metrics}")
+        shown = f"{name}*" if name == default else name
+        print(f"{shown:<22}{e.get('config', '?'):<8}{e['file']:<34}{size:8.2f}  {ok:<10}  {metrics}")
+    print(f"* default model: {default} (manifest 'default:'; used by make demo, config/qdbev.yaml, the launch files)")
     return 1 if bad else 0

@@ -16,7 +16,7 @@ from qdbev_core.checkpoint import CheckpointError, sha256_file
 from qdbev_core.cli.main import main as qdbev_main
 from qdbev_core.data.rig import rig_arrays, scaled_intrinsics
 from qdbev_core.model import BEVDetector
-from qdbev_core.models_manifest import load_model
+from qdbev_core.models_manifest import default_model, load_model
 from qdbev_core.quant import QuantSpec, calibrate, pack_model, quantize_model
 
 TINY = {"num_queries": 30, "image_size": (64, 176), "bev_h": 16, "bev_w": 16}
@@ -61,7 +61,9 @@ def test_bundle_packed_model_and_predict_by_name(repo_root: Path, synth_dataroot
 
     tool = _bundle_tool(repo_root)
     tool.main(["--run", str(run), "--packed", "--name", "nano-w4a6-qdbev", "--data-recipe", "make nano-data",
-               "--eval-json", str(ev), "--eval-command", "qdbev predict ..."])
+               "--eval-json", str(ev), "--eval-command", "qdbev predict ...", "--default"])
+    assert yaml.safe_load((models / "manifest.yaml").read_text())["default"] == "nano-w4a6-qdbev"
+    assert default_model() == "nano-w4a6-qdbev"
     entry = {e["name"]: e for e in yaml.safe_load((models / "manifest.yaml").read_text())["models"]}["nano-w4a6-qdbev"]
     f = models / "nano-w4a6-qdbev.safetensors"
     assert entry["file"] == f.name and entry["sha256"] == sha256_file(f)
@@ -92,3 +94,15 @@ def test_bundle_packed_model_and_predict_by_name(repo_root: Path, synth_dataroot
     f.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match the manifest"):
         load_model("nano-w4a6-qdbev")
+
+
+def test_default_model_is_the_manifests_default_else_its_first_entry(tmp_path: Path) -> None:
+    m = tmp_path / "manifest.yaml"
+    assert default_model(m) is None  # no manifest yet
+    m.write_text(yaml.safe_dump({"models": [{"name": "a", "file": "a.safetensors"}, {"name": "b", "file": "b.safetensors"}]}))
+    assert default_model(m) == "a"
+    m.write_text(yaml.safe_dump({"default": "b", "models": [{"name": "a", "file": "a.safetensors"}, {"name": "b", "file": "b.safetensors"}]}))
+    assert default_model(m) == "b"
+    m.write_text(yaml.safe_dump({"default": "c", "models": [{"name": "a", "file": "a.safetensors"}]}))
+    with pytest.raises(CheckpointError, match=r"'default: c' is not one of its models \(a\)"):
+        default_model(m)

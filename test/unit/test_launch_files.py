@@ -126,6 +126,19 @@ def test_main_launch_file_agrees_with_node_and_config(node_params) -> None:
     assert _launch_config_names(tree) <= set(args)
 
 
+def test_config_and_launch_run_the_manifests_default_model() -> None:
+    """config/qdbev.yaml, both launch files and `make demo` run the same model: the manifest's
+    default (the bundled QD-BEV W4A6 model once it exists), and that model file is bundled."""
+    from qdbev_core.models_manifest import default_model, read_manifest, resolve_model
+
+    name = default_model(REPO / "models" / "manifest.yaml")
+    assert name is not None and name in read_manifest(REPO / "models" / "manifest.yaml")
+    assert PARAMS["model"] == name
+    for launch in (MAIN, REPLAY):
+        assert _launch_args(ast.parse(launch.read_text()))["model"] == name, launch.name
+    assert resolve_model(name)[0].is_file()
+
+
 def test_replay_launch_file_plays_the_bag_into_the_node(node_params) -> None:
     tree = ast.parse(REPLAY.read_text())
     args = _launch_args(tree)
