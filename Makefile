@@ -47,6 +47,7 @@ distclean: clean
 #                      models/manifest.yaml): stage 1 at 128x352 input / 32x32 BEV from scratch,
 #                      stage 2 = the nano config (192x352 / 48x48) warm-started from stage 1
 #   make nano-eval     official nuScenes metrics of the bundled model on the held-out val split
+#   make nano-w4a6-eval  the same for the bundled default nano-w4a6-qdbev (trained by make paper-table)
 NANO_TRAIN_DATA ?= data/synth-train
 NANO_VAL_DATA ?= data/synth-val
 NANO_STAGE1 ?= runs/nano-fp32-stage1
@@ -56,7 +57,7 @@ NANO_STEPS ?= 6500
 DDP2 = OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(VENV)/bin/python -m torch.distributed.run --nproc_per_node=2 \
   --rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:0 -m qdbev_core
 
-.PHONY: nano-data nano-train nano-eval
+.PHONY: nano-data nano-train nano-eval nano-w4a6-eval
 
 nano-data: setup
 	test -f $(NANO_TRAIN_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_TRAIN_DATA) \
@@ -77,6 +78,11 @@ nano-eval: nano-data
 	$(VENV)/bin/qdbev predict --model nano-fp32 --dataroot $(NANO_VAL_DATA) --split synth_val \
 	  --out out/nano-fp32-eval/results.json --eval-dir out/nano-fp32-eval
 
+# the bundled default, the packed QD-BEV W4A6 nano (made by `make paper-table`, row qdbev)
+nano-w4a6-eval: nano-data
+	$(VENV)/bin/qdbev predict --model nano-w4a6-qdbev --dataroot $(NANO_VAL_DATA) --split synth_val \
+	  --out out/nano-w4a6-qdbev-eval/results.json --eval-dir out/nano-w4a6-qdbev-eval
+
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
 #   make paper-table   FP32 / standard / progressive / QD-BEV W4A6 / W8A8 rows with the same budget,
@@ -84,7 +90,7 @@ nano-eval: nano-data
 #                      docs/RESULTS.md, docs/paper-table.png (see qdbev_core/experiments/paper_table.py)
 # PAPER_STEPS x PAPER_BATCH (global) per row, PAPER_PROCS DDP processes (2 is ~1.5x faster on 2 cores).
 PAPER_TEACHER ?= nano-fp32
-PAPER_STEPS ?= 2000
+PAPER_STEPS ?= 1000
 PAPER_BATCH ?= 2
 PAPER_PROCS ?= 2
 PAPER_SEED ?= 0
@@ -93,7 +99,7 @@ PAPER_OUT ?= runs/paper-table
 # QD-BEV row first, since it becomes the bundled nano-w4a6-qdbev model
 PAPER_ROWS ?= qdbev,standard,progressive,w8a8,fp32
 # more `qdbev experiment paper-table` options, e.g. PAPER_ARGS='--eval-every 500'
-PAPER_ARGS ?=
+PAPER_ARGS ?= --eval-every 500
 
 .PHONY: paper-table
 

@@ -1,10 +1,12 @@
 """Start qdbev_node (and optionally RViz) on a ROS 2 install.
 
-    ros2 launch qdbev qdbev.launch.py model:=nano-fp32 backend:=torch use_rviz:=true
+    ros2 launch qdbev qdbev.launch.py use_rviz:=true                     # the bundled QD-BEV W4A6 model, int8
+    ros2 launch qdbev qdbev.launch.py model:=nano-fp32 backend:=torch     # its fp32 teacher in PyTorch
 
 Arguments (defaults in brackets):
-    model             [nano-fp32]  name in models/manifest.yaml or a .safetensors path
-    backend           [torch]       torch | onnxruntime | tensorrt
+    model             [nano-w4a6-qdbev]  name in models/manifest.yaml or a .safetensors path
+    backend           [onnxruntime] torch | onnxruntime | tensorrt (onnxruntime: int8 Q/DQ graph of a
+                                    quantized model, exported once into models/engines/)
     camera_namespace  [/cameras]    topics <ns>/<CAM>/image_raw[/compressed], <ns>/<CAM>/camera_info
     image_transport   [raw]         raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
     params_file       [<share/qdbev>/config/qdbev.yaml]  every other node parameter
@@ -28,9 +30,9 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     share = FindPackageShare("qdbev")
     args = [
-        DeclareLaunchArgument("model", default_value="nano-fp32",
+        DeclareLaunchArgument("model", default_value="nano-w4a6-qdbev",
                               description="model name in models/manifest.yaml or a .safetensors path"),
-        DeclareLaunchArgument("backend", default_value="torch", description="torch | onnxruntime | tensorrt"),
+        DeclareLaunchArgument("backend", default_value="onnxruntime", description="torch | onnxruntime | tensorrt"),
         DeclareLaunchArgument("camera_namespace", default_value="/cameras",
                               description="prefix of <ns>/<CAM>/image_raw[/compressed] and <ns>/<CAM>/camera_info"),
         DeclareLaunchArgument("image_transport", default_value="raw",

@@ -57,13 +57,16 @@ say "3/7 official nuScenes evaluation of the ground truth (oracle) and of GT jit
   --output-dir "$OUT/eval_gt_jitter" | tee "$OUT/eval_gt_jitter.txt"
 
 MODEL="${QDBEV_DEMO_MODEL:-}"
+# the vehicle's CPU path: onnxruntime (int8 Q/DQ graph for a quantized model, exported once into
+# models/engines/); QDBEV_DEMO_BACKEND=torch runs the PyTorch (fake-quant) model instead
+BACKEND="${QDBEV_DEMO_BACKEND:-onnxruntime}"
 if [ -z "$MODEL" ] && [ -f models/manifest.yaml ]; then
   MODEL="$(python -c 'from qdbev_core.models_manifest import default_model; print(default_model() or "")')"
 fi
 SCENE="$(python -c "import json; print(json.load(open('$DATA/$VERSION/splits.json'))['$SPLIT'][0])")"
 if [ -n "$MODEL" ]; then
-  say "4/7 model '$MODEL' on $SPLIT (torch backend, CPU) + official evaluation"
-  "${QDBEV[@]}" predict --model "$MODEL" --dataroot "$DATA" --version "$VERSION" --split "$SPLIT" \
+  say "4/7 model '$MODEL' on $SPLIT ($BACKEND backend, CPU) + official evaluation"
+  "${QDBEV[@]}" predict --model "$MODEL" --backend "$BACKEND" --dataroot "$DATA" --version "$VERSION" --split "$SPLIT" \
     --out "$OUT/pred_results.json" --eval-dir "$OUT/eval_model" | tee "$OUT/eval_model.txt"
   VIZ_MODEL=(--model "$MODEL")
 else
@@ -109,7 +112,8 @@ say "6/7 live node: scene $SCENE -> rosbag2; qdbev_node + recorder + paced playe
 "${QDBEV[@]}" bag from-nuscenes --dataroot "$DATA" --version "$VERSION" --scene "$SCENE" --out "$BAG"
 NODE=(qdbev_node)
 command -v qdbev_node >/dev/null 2>&1 || NODE=(python -m qdbev_ros.node)
-"${NODE[@]}" --ros-args --params-file config/qdbev.yaml -p "model:=$MODEL" -p image_transport:=compressed \
+"${NODE[@]}" --ros-args --params-file config/qdbev.yaml -p "model:=$MODEL" -p "backend:=$BACKEND" \
+  -p image_transport:=compressed \
   >"$LIVE/node.log" 2>&1 &
 NODE_PID=$!; PIDS+=("$NODE_PID")
 "${QDBEV[@]}" bag record --out "$LIVE/node_output" --ready-file "$LIVE/recorder.ready" --wait-for-publishers 300 \
@@ -133,8 +137,8 @@ cat "$LIVE/record.log"
   --viz-dir "$LIVE/viz" | tee "$LIVE/score_live.txt"
 
 # ------------------------------------------------------------------ 7. offline replay, same bag and model
-say "7/7 offline qdbev replay of the same bag and model, scored the same way"
-"${QDBEV[@]}" replay "$BAG" --model "$MODEL" --out "$LIVE/replay_output" --no-eval
+say "7/7 offline qdbev replay of the same bag, model and backend, scored the same way"
+"${QDBEV[@]}" replay "$BAG" --model "$MODEL" --backend "$BACKEND" --out "$LIVE/replay_output" --no-eval
 "${QDBEV[@]}" bag score "$LIVE/replay_output" --source "$BAG" --eval-dir "$LIVE/eval_replay" \
   --json "$LIVE/replay.json" | tee "$LIVE/score_replay.txt"
 

@@ -21,9 +21,11 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", type=Path, help="input rosbag2 folder (MCAP or sqlite3)")
-    parser.add_argument("--model", required=True, help="model name from models/manifest.yaml or a .safetensors path")
-    parser.add_argument("--backend", default="torch", help="inference backend (as the node's 'backend' parameter)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
+    parser.add_argument("--model", default=None,
+                        help="model name from models/manifest.yaml or a .safetensors path (default: the params file's)")
+    parser.add_argument("--backend", default=None,
+                        help="inference backend, as the node's 'backend' parameter (default: the params file's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda, torch backend (default: the params file's)")
     parser.add_argument("--out", type=Path, default=None, help="output bag folder to create (omit: no output bag)")
     parser.add_argument("--params-file", type=Path, default=None,
                         help="node params YAML whose values replay uses (default: config/qdbev.yaml)")
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     params = NodeParams.from_file(args.params_file, model=args.model, backend=args.backend, device=args.device,
                                   score_threshold=args.score_threshold)
+    if not params.model:
+        raise ValueError(f"no model: pass --model, or set 'model' in the params file "
+                         f"({args.params_file or 'config/qdbev.yaml'})")
     if not (args.bag / "metadata.yaml").is_file():
         raise FileNotFoundError(f"{args.bag}: not a rosbag2 folder (no metadata.yaml)")
     if args.out is not None and args.out.exists():

@@ -315,7 +315,9 @@ def test_node_params_match_the_node() -> None:
         assert f in declared, f"NodeParams.{f} is not a node parameter"
         assert getattr(defaults, f) == declared[f], f
     p = NodeParams.from_file(REPO / "config" / "qdbev.yaml", score_threshold=0.0, model=None)
-    assert p.model == "nano-fp32" and p.score_threshold == 0.0
+    from qdbev_core.models_manifest import default_model
+
+    assert p.model == default_model() and p.score_threshold == 0.0 and p.backend == "onnxruntime"
     assert p.image_topic_list("raw")[0] == "/cameras/CAM_FRONT/image_raw"
     assert p.calibration_path().is_file()
 
