@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=int, default=2, help="GLOBAL batch per step (split over --ddp-procs processes)")
     t.add_argument("--seed", type=int, default=0, help="seed of every row (data order, augmentation)")
     t.add_argument("--out", type=Path, default=Path("runs/paper-table"), help="experiment directory (one run per row)")
-    t.add_argument("--rows", default="fp32,standard,progressive,qdbev,w8a8",
-                   help="rows to run, from fp32, standard, progressive, qdbev, w8a8")
+    t.add_argument("--rows", default=",".join(paper_rows()),
+                   help=f"rows to run, in this order, from {', '.join(paper_rows())}")
     t.add_argument("--fp32-as-is", action="store_true",
                    help="fp32 row = the teacher as-is instead of the teacher fine-tuned for the same steps")
     t.add_argument("--lr", type=float, default=2e-4, help="peak learning rate of every row")
@@ -45,8 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training processes per row (torch.distributed.run, OMP_NUM_THREADS=1; 2 is ~1.5x faster on a 2-core CPU)")
     t.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default; 1 under --ddp-procs)")
     t.add_argument("--workers", type=int, default=1, help="data loader processes per training process")
-    t.add_argument("--results-md", type=Path, default=Path("docs/RESULTS.md"), help="markdown report to write ('' = none)")
-    t.add_argument("--figure", type=Path, default=Path("docs/paper-table.png"), help="figure to write ('' = none)")
+    t.add_argument("--results-md", default="docs/RESULTS.md", help="markdown report to write ('' = none)")
+    t.add_argument("--figure", default="docs/paper-table.png", help="figure to write ('' = none)")
+    t.add_argument("--archive", default="docs/paper-table-rows",
+                   help="folder where finished rows are archived and reused from on another machine ('' = none)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     t.set_defaults(_exp=_paper_table)
 
@@ -69,12 +71,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.set_defaults(_exp=_vgd_balance)
 
 
+def paper_rows() -> tuple[str, ...]:
+    from ..experiments.paper_table import ROW_ORDER
+
+    return ROW_ORDER
+
+
 def _paper_table_doc() -> str:
     from ..experiments import paper_table
 
     return (paper_table.__doc__ or "").split("\n\n")[0].strip() + (
         " Rows: fp32 (teacher fine-tuned for the same steps at the same lr; --fp32-as-is: the teacher itself), "
-        "standard / progressive / qdbev W4A6, w8a8 (sanity). A rerun reuses finished rows and resumes "
+        "standard / progressive / qdbev (standard + VGD) / qdbev-progressive (progressive + VGD) W4A6, "
+        "w8a8 (sanity). A rerun reuses finished rows and resumes "
         "unfinished ones; a row directory with other settings is refused.")
 
 
@@ -97,7 +106,14 @@ def canonical_command(args: argparse.Namespace) -> str:
         if v is not None:
             a += [flag, str(v)]
     a += ["--log-every", str(args.log_every), "--calib-batches", str(args.calib_batches), "--ddp-procs", str(args.ddp_procs)]
+    if args.archive != "docs/paper-table-rows":
+        a += ["--archive", args.archive]
     return shlex.join(a)
+
+
+def _path_or_none(text: str) -> Path | None:
+    """A path option where '' means "none" (``Path('')`` would be the current directory)."""
+    return Path(text) if text else None
 
 
 def _paper_table(args: argparse.Namespace) -> int:
@@ -109,8 +125,8 @@ def _paper_table(args: argparse.Namespace) -> int:
         out=args.out, rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()), fp32_as_is=args.fp32_as_is,
         lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
         ckpt_every=args.ckpt_every, calib_batches=args.calib_batches, ddp_procs=args.ddp_procs, threads=args.threads,
-        workers=args.workers, results_md=args.results_md if str(args.results_md) else None,
-        figure=args.figure if str(args.figure) else None, command=canonical_command(args), progress=args.progress,
+        workers=args.workers, results_md=_path_or_none(args.results_md), figure=_path_or_none(args.figure),
+        archive=_path_or_none(args.archive), command=canonical_command(args), progress=args.progress,
     )
     result = run_paper_table(cfg)
     summary = {k: v for k, v in result.items() if k not in ("rows", "teacher", "paper")}

@@ -1,6 +1,7 @@
 """`qdbev experiment paper-table` end to end on a tiny teacher: rows trained with the same budget,
 scored from the files they deploy, RESULTS.md / JSON / figure generated from the runs (the
-markdown's numbers are the JSON's), a rerun reuses the finished rows, other settings are refused."""
+markdown's numbers are the JSON's), a rerun reuses the finished rows, a rerun elsewhere reuses the
+archived rows, other settings are refused."""
 
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ def _tiny_teacher(path: Path) -> Path:
     return path
 
 
+ROWS = "fp32,standard,qdbev,qdbev-progressive"
+
+
 def _argv(root: Path, teacher: Path, out: Path, docs: Path, steps: int = 2) -> list[str]:
     return ["experiment", "paper-table", "--teacher", str(teacher), "--dataroot", str(root), "--split", "synth_train",
             "--val-split", "synth_val", "--steps", str(steps), "--batch-size", "1", "--seed", "3", "--out", str(out),
-            "--rows", "fp32,standard,qdbev", "--eval-every", "1", "--log-every", "1", "--calib-batches", "1",
+            "--rows", ROWS, "--eval-every", "1", "--log-every", "1", "--calib-batches", "1",
             "--threads", "2", "--workers", "0", "--results-md", str(docs / "RESULTS.md"),
-            "--figure", str(docs / "paper-table.png"), "--no-progress"]
+            "--figure", str(docs / "paper-table.png"), "--archive", str(docs / "rows"), "--no-progress"]
 
 
 def _md_rows(md: str) -> dict[str, list[str]]:
@@ -53,9 +57,9 @@ def test_paper_table_end_to_end_and_reuse(synth_dataroot: Path, tmp_path: Path, 
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
     printed = json.loads(capsys.readouterr().out)
     res = json.loads((out / "paper-table.json").read_text())
-    assert [r["row"] for r in printed["rows"]] == ["fp32", "standard", "qdbev", "teacher"]
+    assert [r["row"] for r in printed["rows"]] == ["fp32", "standard", "qdbev", "qdbev-progressive", "teacher"]
     rows = {r["row"]: r for r in res["rows"]}
-    assert list(rows) == ["fp32", "standard", "qdbev"] and all(r["status"] == "trained" for r in rows.values())
+    assert list(rows) == ROWS.split(",") and all(r["status"] == "trained" for r in rows.values())
     for name, r in rows.items():
         c = r["curves"]
         assert c["step"] == [1, 2] and c["eval_step"] == [1, 2], name  # periodic evaluation -> NDS curve
@@ -67,13 +71,18 @@ def test_paper_table_end_to_end_and_reuse(synth_dataroot: Path, tmp_path: Path, 
     assert rows["standard"]["file"].endswith("model.packed.safetensors") and rows["standard"]["ratio"] > 4
     assert rows["fp32"]["ratio"] == 1.0
     assert rows["qdbev"]["curves"]["vgd_bev"] and not rows["standard"]["curves"]["vgd"]
+    assert "--progressive" in rows["qdbev-progressive"]["command"] and "--progressive" not in rows["qdbev"]["command"]
+    assert rows["qdbev-progressive"]["curves"]["vgd_img"]
+    checks = [c["check"] for c in res["checks"]]  # each QD-BEV row is checked on its own, against fp32 and the teacher
+    for q in ("qdbev", "qdbev-progressive"):
+        assert f"{q} W4A6 NDS >= FP32 NDS - 0.01" in checks and f"{q} vs the FP32 teacher as-is (reported)" in checks
     assert res["teacher"]["status"] == "teacher" and res["teacher"]["mate"] is not None
 
     md = (docs / "RESULTS.md").read_text()
     assert "synthetic-data numbers" in md and "0.372 (QD-BEV-Tiny)" in md and "paper-table.png" in md
     assert res["command"] in md and "qdbev experiment paper-table" in res["command"]
     table = _md_rows(md)
-    assert list(table) == ["fp32", "standard", "qdbev", "teacher"]
+    assert list(table) == ["fp32", "standard", "qdbev", "qdbev-progressive", "teacher"]
     for r in res["rows"] + [res["teacher"]]:
         cells = table[r["row"]]
         assert cells[2] == r["bits"]
@@ -89,11 +98,44 @@ def test_paper_table_end_to_end_and_reuse(synth_dataroot: Path, tmp_path: Path, 
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
     capsys.readouterr()
     again = json.loads((out / "paper-table.json").read_text())
-    assert [r["status"] for r in again["rows"]] == ["reused"] * 3
+    assert [r["status"] for r in again["rows"]] == ["reused"] * 4
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/model*.safetensors")} == before
     assert [r["nds"] for r in again["rows"]] == [r["nds"] for r in res["rows"]]
     assert re.search(r"`fp32` \(reused a finished run\)", (docs / "RESULTS.md").read_text())
 
+    # another machine: no run directories, only the archive (kept in git) -> every row comes from it, no training
+    archived = sorted(p.name for p in (docs / "rows").glob("*.json"))
+    assert [a.rsplit("-", 1)[0] for a in archived] == sorted(ROWS.split(","))
+    out2 = tmp_path / "pt-elsewhere"
+    assert qdbev_main(_argv(synth_dataroot, teacher, out2, docs)) == 0
+    capsys.readouterr()
+    third = json.loads((out2 / "paper-table.json").read_text())
+    assert [r["status"] for r in third["rows"]] == ["archived"] * 4
+    assert not list(out2.glob("*/model*.safetensors")) and not (out2 / "fp32").exists()
+    for a, b in zip(third["rows"], res["rows"]):
+        assert (a["nds"], a["map"], a["size_bytes"], a["curves"]) == (b["nds"], b["map"], b["size_bytes"], b["curves"])
+    assert "archived result" in (docs / "RESULTS.md").read_text()
+
     # other settings in the same directory are refused before anything runs
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs, steps=3)) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_archive_key_follows_the_data_not_its_path(tmp_path: Path) -> None:
+    from qdbev_core.experiments import row_archive
+
+    a, b = tmp_path / "a" / "v1.0-mini", tmp_path / "b" / "v1.0-mini"
+    for d in (a, b):
+        d.mkdir(parents=True)
+        (d / "sample.json").write_text('[{"token": "x"}]')
+    fa, fb = (row_archive.data_fingerprint(d.parent, "v1.0-mini") for d in (a, b))
+    assert fa == fb  # same tables in another folder: the same experiment
+    (b / "sample.json").write_text('[{"token": "y"}]')
+    assert row_archive.data_fingerprint(b.parent, "v1.0-mini") != fa
+    key = row_archive.archive_key({"row": "fp32", "dataroot": str(a.parent), "seed": 0}, {"dataroot": fa})
+    assert key["dataroot"] == f"tables-sha256:{fa}"
+    row_archive.store_entry(tmp_path / "arch", "fp32", key, {"row": "fp32", "nds": 0.5})
+    assert row_archive.load_entry(tmp_path / "arch", "fp32", key)["nds"] == 0.5
+    assert row_archive.load_entry(tmp_path / "arch", "fp32", {**key, "seed": 1}) is None  # other settings: not reused
+    with pytest.raises(FileNotFoundError, match="make nano-data"):
+        row_archive.data_fingerprint(tmp_path / "missing", "v1.0-mini")
