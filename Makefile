@@ -98,7 +98,7 @@ PAPER_SEED ?= 0
 PAPER_OUT ?= runs/paper-table
 # training order (the table is always printed fp32, standard, progressive, qdbev, qdbev-progressive,
 # w8a8). Finished rows are archived in docs/paper-table-rows/ (kept in git), so a table longer than one
-# sitting is completed by rerunning this on another machine; the qdbev row is the bundled nano-w4a6-qdbev.
+# sitting is completed by rerunning this on another machine; the bundled nano-w4a6-qdbev is the qdbev row of its first run.
 PAPER_ROWS ?= qdbev-progressive,fp32,qdbev,progressive,standard,w8a8
 # more `qdbev experiment paper-table` options, e.g. PAPER_ARGS='--eval-every 500'
 PAPER_ARGS ?= --eval-every 500
