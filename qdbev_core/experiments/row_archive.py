@@ -52,14 +52,24 @@ def entry_path(archive: Path, row: str, key: dict) -> Path:
 
 
 def load_entry(archive: Path, row: str, key: dict) -> dict | None:
-    """The archived row result for exactly ``key``, or None."""
+    """The archived row result for exactly ``key``, or None.
+
+    Raises ValueError naming the file when it is not a readable archive entry (truncated,
+    hand-edited), so a broken entry is never mistaken for "not archived" or half-read."""
     p = entry_path(archive, row, key)
     if not p.is_file():
         return None
-    entry = json.loads(p.read_text())
+    try:
+        entry = json.loads(p.read_text())
+        result = entry["result"]
+        if not isinstance(result, dict):
+            raise TypeError("'result' is not an object")
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"paper-table archive entry {p} is unreadable ({type(e).__name__}: {e}); "
+                         f"restore it from git (git checkout -- {p}) or delete it to retrain the row") from e
     if entry.get("key") != key:  # a digest collision or a hand-edited file: not the same experiment
         return None
-    return {**entry["result"], "archived": {"file": str(p), "commit": entry.get("commit"),
+    return {**result, "archived": {"file": str(p), "commit": entry.get("commit"),
                                                 "date": entry.get("date")}}
 
 

@@ -139,3 +139,8 @@ def test_archive_key_follows_the_data_not_its_path(tmp_path: Path) -> None:
     assert row_archive.load_entry(tmp_path / "arch", "fp32", {**key, "seed": 1}) is None  # other settings: not reused
     with pytest.raises(FileNotFoundError, match="make nano-data"):
         row_archive.data_fingerprint(tmp_path / "missing", "v1.0-mini")
+    # a truncated entry is reported with its path and the way out, not read as "not archived"
+    entry = row_archive.entry_path(tmp_path / "arch", "fp32", key)
+    entry.write_text(entry.read_text()[:40])
+    with pytest.raises(ValueError, match=f"{entry.name}.*unreadable.*delete it to retrain"):
+        row_archive.load_entry(tmp_path / "arch", "fp32", key)
