@@ -572,6 +572,10 @@ class QdbevNode(Node):
             try:
                 self.process_set(*item)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                if self._stop or not self.context.ok():
+                    # Ctrl-C shuts the context down before destroy_node() stops this thread: the
+                    # set in flight cannot be published any more. That is shutdown, not a fault.
+                    return
                 self._report(PIPELINE, "internal", f"unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
     def _ego_pose(self, stamp_msg, stamp: float):

@@ -232,6 +232,33 @@ def test_engine_exception_skips_one_frame(inproc, capfd) -> None:
     assert err.count("[engine]") == 1, err  # logged once, counted thrice
 
 
+def test_shutdown_with_a_set_in_flight_is_not_an_error(inproc, capfd) -> None:
+    """Ctrl-C shuts the context down before destroy_node() stops the worker (seen in CI under
+    load): the set in flight cannot be published; the worker ends quietly, no [internal] error."""
+    import threading
+
+    make, msgs = inproc
+    entered, release = threading.Event(), threading.Event()
+
+    class _SlowEngine(_FlakyEngine):
+        def detect(self, frame) -> Detections:
+            entered.set()
+            release.wait(10.0)
+            return super().detect(frame)
+
+    node = make(_SlowEngine())
+    node._push(msgs(1.0), degraded=False)
+    assert entered.wait(10.0), "the worker never picked up the set"
+    # what rclpy's SIGINT handler does: rcl_shutdown of the context while the nodes still exist
+    node.context.handle.shutdown()
+    release.set()
+    node._worker.join(10.0)
+    assert not node._worker.is_alive(), "the worker kept running after the context was shut down"
+    err = capfd.readouterr().err
+    assert "[internal]" not in err, err
+    assert "last_error" not in _pipeline_values(node), err
+
+
 def test_duplicate_and_backwards_stamps(inproc, capfd) -> None:
     make, msgs = inproc
     engine = _FlakyEngine()
