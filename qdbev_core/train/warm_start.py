@@ -11,6 +11,10 @@ model trained on a coarse grid starts a finer one with the same spatial layout:
 ``encoder.pos_col``        (bev_w, C - C/2)      positional encoding along columns (+x)
 =========================  ====================  ==========================================
 
+A model with more BEV encoder layers than the source (``--model-set enc_layers=2`` from a
+one-layer nano) starts each extra layer as a copy of the source's last encoder layer: layers are
+iterative refinements of the same BEV, so the copy begins as a second pass of the trained one.
+
 Any other shape mismatch, or a missing / unexpected key, is an error naming the parameters:
 warm-starting across backbones or channel widths silently is how runs go wrong.
 """
@@ -18,6 +22,8 @@ warm-starting across backbones or channel widths silently is how runs go wrong.
 from __future__ import annotations
 
 from pathlib import Path
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +46,32 @@ def _resample_axis(src: torch.Tensor, n: int) -> torch.Tensor:
     return out.squeeze(0).T.contiguous()
 
 
+_ENC_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
+
+
+def _add_encoder_layers(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` plus copies of its last encoder layer for the target's extra encoder layers."""
+    src_layers = {int(m.group(1)) for k in state if (m := _ENC_LAYER.match(k))}
+    if not src_layers:
+        return state
+    last = max(src_layers)
+    out = dict(state)
+    for key in target:
+        m = _ENC_LAYER.match(key)
+        if m and int(m.group(1)) > last and key not in state:
+            src = f"encoder.layers.{last}.{m.group(2)}"
+            if src in state:
+                out[key] = state[src].clone()
+    return out
+
+
 def adapt_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: str | Path) -> dict[str, torch.Tensor]:
     """``state`` with the BEV-grid parameters resampled to ``model``'s grid.
 
     Raises ``ValueError`` naming ``source`` and the offending keys when anything else differs.
     """
     target = model.state_dict()
+    state = _add_encoder_layers(state, target)
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
     if missing or unexpected:

@@ -55,6 +55,23 @@ def test_other_shape_changes_are_refused_with_names(tmp_path: Path) -> None:
         adapt_state_dict(src.state_dict(), other, "src.safetensors")
 
 
+def test_deeper_encoder_starts_its_extra_layers_as_copies_of_the_last(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src = BEVDetector("nano", **{**SMALL, "enc_layers": 1})
+    dst = BEVDetector("nano", **{**SMALL, "enc_layers": 3})
+    warm_start(dst, _save(src, tmp_path / "src.safetensors"))
+    s, d = src.state_dict(), dst.state_dict()
+    layer0 = {k[len("encoder.layers.0."):]: v for k, v in s.items() if k.startswith("encoder.layers.0.")}
+    assert layer0
+    for i in (0, 1, 2):
+        for suffix, v in layer0.items():
+            assert torch.equal(d[f"encoder.layers.{i}.{suffix}"], v), (i, suffix)
+    assert torch.equal(d["backbone.stem.conv.weight"], s["backbone.stem.conv.weight"])
+    # a shallower target is still refused: the source's extra layer would be dropped silently
+    with pytest.raises(ValueError, match="unexpected"):
+        adapt_state_dict(dst.state_dict(), BEVDetector("nano", **{**SMALL, "enc_layers": 1}), "deep.safetensors")
+
+
 def test_model_set_parses_json_values_and_rejects_unknown_fields() -> None:
     assert parse_model_sets(["bev_h=48", "image_size=[192,352]", "query_init=heatmap"]) == {
         "bev_h": 48, "image_size": (192, 352), "query_init": "heatmap"}
