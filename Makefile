@@ -86,11 +86,12 @@ nano-w4a6-eval: nano-data
 # candidate successor of nano-fp32 (issue 3, not the QD-BEV teacher): nano-fp32 fine-tuned 4000 steps
 # with the velocity code weight raised 0.2 -> 1.0, because at 0.2 the L1 loss had settled on vx = vy = 0
 NANO_VEL_RUN ?= runs/nano-fp32-vel
+# settings shared by the fine-tuning runs nano-vel-train and nano-xl-train (2 DDP processes x batch 1)
+NANO_FINETUNE = $(DDP2) train --config nano --model-set 'code_weights=[1,1,1,1,1,1,1,1,1,1]' --split synth_train \
+  --val-dataroot $(NANO_VAL_DATA) --val-split synth_val --batch-size 1 --lr 3e-4 --warmup-steps 100 \
+  --eval-every 2000 --ckpt-every 250 --log-every 10 --threads 1 --workers 0
 nano-vel-train: nano-data
-	$(DDP2) train --config nano --init-from nano-fp32 --model-set 'code_weights=[1,1,1,1,1,1,1,1,1,1]' \
-	  --dataroot $(NANO_TRAIN_DATA) --split synth_train --val-dataroot $(NANO_VAL_DATA) --val-split synth_val \
-	  --out $(NANO_VEL_RUN) --steps 4000 --batch-size 1 --lr 3e-4 --warmup-steps 100 --eval-every 2000 \
-	  --ckpt-every 250 --log-every 10 --threads 1 --workers 0
+	$(NANO_FINETUNE) --init-from nano-fp32 --dataroot $(NANO_TRAIN_DATA) --out $(NANO_VEL_RUN) --steps 4000
 
 nano-vel-eval: nano-data
 	$(VENV)/bin/qdbev predict --model nano-fp32-vel --dataroot $(NANO_VAL_DATA) --split synth_val \
@@ -110,10 +111,7 @@ nano-xl-data: setup
 	  --scenes 160 --samples 40 --image-scale 0.22 --seed 3 --val-fraction 0.02 --workers 2
 
 nano-xl-train: nano-data nano-xl-data
-	$(DDP2) train --config nano --init-from $(NANO_XL_INIT) --model-set 'code_weights=[1,1,1,1,1,1,1,1,1,1]' \
-	  --dataroot $(NANO_XL_DATA) --split synth_train --val-dataroot $(NANO_VAL_DATA) --val-split synth_val \
-	  --out $(NANO_XL_RUN) --steps $(NANO_XL_STEPS) --batch-size 1 --lr 3e-4 --warmup-steps 100 --eval-every 2000 \
-	  --ckpt-every 250 --log-every 10 --threads 1 --workers 0
+	$(NANO_FINETUNE) --init-from $(NANO_XL_INIT) --dataroot $(NANO_XL_DATA) --out $(NANO_XL_RUN) --steps $(NANO_XL_STEPS)
 
 nano-xl-eval: nano-data
 	$(VENV)/bin/qdbev predict --model nano-fp32-xl --dataroot $(NANO_VAL_DATA) --split synth_val \

@@ -21,9 +21,8 @@ warm-starting across backbones or channel widths silently is how runs go wrong.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +60,7 @@ def _add_encoder_layers(state: dict[str, torch.Tensor], target: dict[str, torch.
         if m and int(m.group(1)) > last and key not in state:
             src = f"encoder.layers.{last}.{m.group(2)}"
             if src in state:
-                out[key] = state[src].clone()
+                out[key] = state[src]  # load_state_dict copies it into the layer
     return out
 
 
