@@ -15,6 +15,8 @@ model (``--packed`` = ``--weights model.packed.safetensors``, or any file whose 
 config and the size ratio; it loads by name like any other entry (``qdbev predict --model NAME``).
 The weights file and its sidecar JSON are copied as ``<name>.safetensors`` / ``<name>.json``; the
 copy's sha256 must equal the sidecar's. An existing entry of the same name is replaced.
+``--history-free-state`` sets the config field of that name in the copied sidecar (an
+inference-only choice: which BEV each frame hands to the next; the weights are untouched).
 ``--models-dir`` (default ``$QDBEV_MODELS_DIR``, else the repository's ``models/``) picks the
 folder.
 """
@@ -49,7 +51,7 @@ def _wall_s(run: Path, side: dict) -> float:
 
 def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str = "model.safetensors",
            eval_command: str = "", notes: str = "", models_dir: Path | None = None,
-           make_default: bool = False) -> dict:
+           make_default: bool = False, history_free_state: bool = False) -> dict:
     """Copy ``run/weights`` (+ sidecar) to ``models_dir/<name>.safetensors`` and write its manifest entry."""
     from qdbev_core.quant.pack import PACK_FORMAT
 
@@ -65,6 +67,8 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
     side_dst = dict(side, file=dst.name)  # the sidecar names its own file
+    if history_free_state:
+        side_dst["config"] = dict(side["config"], history_free_state=True)
     dst.with_suffix(".json").write_text(json.dumps(side_dst, indent=2, sort_keys=True, default=str) + "\n")
     sha = sha256_file(dst)
     if sha != side["sha256"]:
@@ -79,6 +83,8 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
         "sha256": sha,
         "size_mb": round(dst.stat().st_size / 1e6, 3),
     }
+    if side_dst["config"].get("history_free_state"):
+        entry["history_free_state"] = True
     if packed:
         from qdbev_core.quant import model_size_report
 
@@ -128,10 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--default", action="store_true",
                     help="make this the manifest's default model (demo, config/qdbev.yaml and launch files name it too)")
     ap.add_argument("--models-dir", type=Path, default=None, help="models folder (default $QDBEV_MODELS_DIR or ./models)")
+    ap.add_argument("--history-free-state", action="store_true",
+                    help="bundle with config history_free_state=true (each frame hands on its BEV encoded "
+                         "without history, as training feeds it; inference only)")
     args = ap.parse_args(argv)
     weights = "model.packed.safetensors" if args.packed else args.weights
     entry = bundle(args.run, args.name, args.data_recipe, args.eval_json, weights, args.eval_command, args.notes,
-                   args.models_dir, args.default)
+                   args.models_dir, args.default, args.history_free_state)
     print(json.dumps(entry, indent=2))
 
 

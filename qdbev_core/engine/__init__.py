@@ -95,7 +95,8 @@ def cached_onnx(model: str | Path, precision: str = "auto", act_format: str = "u
                 cache_dir: str | Path | None = None, detector=None) -> Path:
     """Export ``model`` to ONNX once and reuse it: ``<cache>/<stem>.<sha16>.<fp32|qdq-u8|qdq-s8>.onnx``.
 
-    The cached file is reused only when its sidecar names the same model sha256 and precision.
+    The cached file is reused only when its sidecar names the same model sha256, precision and
+    model config (the config can change without the weights, e.g. ``history_free_state``).
     ``detector``: an already loaded ``load_detector`` tuple (saves loading the weights twice).
     """
     import json
@@ -113,7 +114,8 @@ def cached_onnx(model: str | Path, precision: str = "auto", act_format: str = "u
         try:
             meta = json.loads(side.read_text())
             if meta.get("model_sha256") == sha and meta.get("precision") == ("fp32" if prec == "fp32" else "qdq") \
-                    and (prec == "fp32" or meta.get("act_format") == act_format):
+                    and (prec == "fp32" or meta.get("act_format") == act_format) \
+                    and meta.get("config") == json.loads(json.dumps(net.cfg.to_dict())):
                 return out
         except json.JSONDecodeError:
             pass

@@ -57,4 +57,6 @@ class TorchEngine(Engine):
         out = self.model(**feeds)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return out
+        # Engines keep ``bev`` as the next prev_bev (the exported graphs' ``bev`` output is the
+        # model's ``bev_state`` too); the decoder's BEV stays available as ``bev_fused``.
+        return {**out, "bev": out["bev_state"], "bev_fused": out["bev"]}

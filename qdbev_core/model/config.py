@@ -78,6 +78,12 @@ class ModelConfig:
     6; set it to ``num_cams`` for rigs with more overlap."""
     tsa_points: int = 4
     """Deformable sampling points per BEV queue (previous, current) and head in temporal attention."""
+    history_free_state: bool = False
+    """Which BEV a frame hands to the next one as ``prev_bev`` (inference only; no weights change).
+    False (BEVFormer): the BEV it detected from, itself built on the previous one (recursive
+    history). True: its BEV computed a second time without history, which is what ``qdbev train``
+    feeds as ``prev_bev`` (the previous frame, no queue), so inference sees what training saw;
+    costs one more encoder pass per frame (the image backbone and neck run once)."""
 
     # --- decoder -----------------------------------------------------------------------------
     dec_layers: int = 6

@@ -29,10 +29,14 @@ box_codes          (L, B, Q, 10)        ``[x, y, z, log l, log w, log h, sin, co
 boxes              (L, B, Q, 9)         decoded ``[x, y, z, l, w, h, yaw, vx, vy]`` ego frame,
                                         centre at mid-height, full extents, rad, m/s
 reference_points   (L, B, Q, 3)         normalized reference fed to each layer (debugging)
-bev                (B, HW, C)           BEV features (row r along +y, column c along +x, index
-                                        ``r * bev_w + c``); pass as next ``prev_bev``;
+bev                (B, HW, C)           BEV features the decoder reads (row r along +y, column c
+                                        along +x, index ``r * bev_w + c``);
                                         ``bev.transpose(1, 2).reshape(B, C, bev_h, bev_w)``
                                         gives the map layout
+bev_state          (B, HW, C)           pass as next ``prev_bev``: ``bev`` itself, or with
+                                        ``cfg.history_free_state`` this frame's BEV encoded
+                                        without ``prev_bev`` (as training's previous frame;
+                                        eval mode only, training never reads it)
 bev_cam_mask       (B, N, HW)           1 where camera n sees the cell's pillar (VGD masks)
 img_feats          list of (B*N, C,     neck outputs, finest first (image-view features for
                    h_l, w_l)            distillation), sample-major: index ``b * N + n``
@@ -122,7 +126,11 @@ class BEVDetector(nn.Module):
             raise ValueError(f"img must be (B, {cfg.num_cams}, 3, H, W), got {tuple(img.shape)}")
         b = img.shape[0]
         bev, cam_mask, feats = self.extract_bev(img, intrinsics, cam2ego, prev_bev, ego_motion, prev_valid)
-        out: dict = {"bev": bev, "bev_cam_mask": cam_mask, "img_feats": feats}
+        out: dict = {"bev": bev, "bev_cam_mask": cam_mask, "img_feats": feats, "bev_state": bev}
+        if cfg.history_free_state and prev_bev is not None and not self.training:
+            # Without history the encoder reads the same image features; with prev_bev absent the
+            # fused BEV above already is history-free (prev_valid = 0 samples are too, see encoder).
+            out["bev_state"], _ = self.encoder(feats, intrinsics.float(), cam2ego.float(), tuple(img.shape[-2:]))
 
         heatmap = heatmap_reg = None
         if self.heads.dense is not None:
@@ -157,7 +165,8 @@ class BEVDetector(nn.Module):
 class ExportWrapper(nn.Module):
     """ONNX-friendly view: ``(img, intrinsics, cam2ego, prev_bev, ego_motion[, prev_valid])`` ->
     ``(cls_logits (B, Q, K), boxes (B, Q, 9), bev (B, HW, C))`` of the last decoder layer, plus
-    ``heatmap``, ``heatmap_reg`` when ``with_dense``.
+    ``heatmap``, ``heatmap_reg`` when ``with_dense``. The ``bev`` output is the model's
+    ``bev_state``: what the caller feeds back as the next ``prev_bev``.
 
     ``with_prev_valid`` adds the ``prev_valid (B,)`` input, so one graph also serves the first
     frame of a sequence (feed any ``prev_bev``, e.g. zeros, with ``prev_valid = 0``). Names for
@@ -181,7 +190,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, img, intrinsics, cam2ego, prev_bev, ego_motion, prev_valid=None):
         out = self.model(img, intrinsics, cam2ego, prev_bev, ego_motion, prev_valid if self.with_prev_valid else None)
-        res = (out["cls_logits"][-1], out["boxes"][-1], out["bev"])
+        res = (out["cls_logits"][-1], out["boxes"][-1], out["bev_state"])
         if self.with_dense:
             res = res + (out["heatmap"], out["heatmap_reg"])
         return res

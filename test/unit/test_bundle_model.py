@@ -106,3 +106,29 @@ def test_default_model_is_the_manifests_default_else_its_first_entry(tmp_path: P
     m.write_text(yaml.safe_dump({"default": "c", "models": [{"name": "a", "file": "a.safetensors"}]}))
     with pytest.raises(CheckpointError, match=r"'default: c' is not one of its models \(a\)"):
         default_model(m)
+
+
+def test_bundle_with_history_free_state_sets_the_config_and_keeps_the_weights(repo_root: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdbev_core.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    fp = BEVDetector("nano", **TINY)
+    run = tmp_path / "run"
+    save_weights(fp.state_dict(), run / "model.safetensors", {"config": fp.cfg.to_dict(), "command": "qdbev train ..."})
+    ev = tmp_path / "metrics_summary.json"
+    ev.write_text(json.dumps({"nd_score": 0.4, "mean_ap": 0.3, "tp_errors": {}}))
+    models = tmp_path / "models"
+    monkeypatch.setenv("QDBEV_MODELS_DIR", str(models))
+    tool = _bundle_tool(repo_root)
+    tool.main(["--run", str(run), "--name", "hf", "--data-recipe", "make nano-data", "--eval-json", str(ev),
+               "--history-free-state"])
+    entry = yaml.safe_load((models / "manifest.yaml").read_text())["models"][0]
+    assert entry["history_free_state"] is True and entry["sha256"] == sha256_file(run / "model.safetensors")
+    loaded = load_model("hf")
+    assert loaded.cfg.history_free_state and not fp.cfg.history_free_state
+    sd = fp.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in loaded.state_dict().items())
+    tool.main(["--run", str(run), "--name", "rec", "--data-recipe", "make nano-data", "--eval-json", str(ev)])
+    assert not load_model("rec").cfg.history_free_state and "history_free_state" not in yaml.safe_load(
+        (models / "manifest.yaml").read_text())["models"][1]

@@ -3,6 +3,8 @@ the TensorRT cache key (pure) and its GPU parity test (skipped without TensorRT 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,31 @@ def test_previous_bev_changes_detections_and_time_jumps_reset(engine, frames):
     assert engine.temporal.resets == n + 3
 
 
+def test_history_free_state_carries_the_bev_encoded_without_history(small_model, frames, tmp_path):
+    """``history_free_state``: the state a frame leaves is its BEV encoded with no previous BEV
+    (what training feeds as prev_bev), in torch and in the exported graph alike; it changes the
+    detections from the third frame of a sequence on (the second sees a history-free BEV anyway)."""
+    a, b = frames
+    c = make_frame(3, 11.0, yaw_pose(0.1, 104.0, 50.7))
+    hf = BEVDetector(small_model.cfg.replace(history_free_state=True)).eval()
+    hf.load_state_dict(small_model.state_dict())
+    te, rec = TorchEngine(hf, **KW), TorchEngine(small_model, **KW)
+    oe = OnnxEngine(export_onnx(hf, tmp_path / "hf.onnx"), threads=2, **KW)
+
+    fresh = TorchEngine(small_model, **KW)
+    fresh.detect(b)  # b alone: its BEV without history
+    outs = [(te.detect(f), oe.detect(f), rec.detect(f)) for f in (a, b)]
+    np.testing.assert_allclose(te.temporal.bev.numpy(), fresh.temporal.bev.numpy(), atol=1e-5)
+    assert not torch.allclose(te.temporal.bev, rec.temporal.bev, atol=1e-4)  # recursive state differs
+    np.testing.assert_allclose(oe.temporal.bev, te.temporal.bev.numpy(), atol=1e-3)
+    for t_det, o_det, r_det in outs:  # first two frames: identical detections
+        same(t_det, r_det, atol=1e-5)
+        same(o_det, t_det)
+    t_c, o_c, r_c = te.detect(c), oe.detect(c), rec.detect(c)
+    same(o_c, t_c)
+    assert not np.allclose(t_c.scores, r_c.scores, atol=1e-6) or not np.allclose(t_c.boxes, r_c.boxes, atol=1e-4)
+
+
 def test_load_engine_exports_once_and_checks_precision(small_model, frames, tmp_path):
     weights = tmp_path / "small.safetensors"
     save_weights(small_model.state_dict(), weights, {"config": small_model.cfg.to_dict()})
@@ -124,6 +151,11 @@ def test_load_engine_exports_once_and_checks_precision(small_model, frames, tmp_
     e2 = load_engine(str(weights), backend="onnxruntime", threads=2, cache_dir=cache, **KW)
     assert onnx_files[0].stat().st_mtime_ns == mtime  # cache hit, not re-exported
     same(e2.detect(frames[0]), TorchEngine(small_model, **KW).detect(frames[0]))
+    # same weights, another config (history_free_state): the cached graph is not reused
+    save_weights(small_model.state_dict(), weights, {"config": small_model.cfg.replace(history_free_state=True).to_dict()})
+    load_engine(str(weights), backend="onnxruntime", threads=2, cache_dir=cache, **KW)
+    assert onnx_files[0].stat().st_mtime_ns != mtime
+    assert json.loads(onnx_files[0].with_suffix(".json").read_text())["config"]["history_free_state"] is True
     with pytest.raises(ValueError, match="quantized model"):
         load_engine(str(weights), backend="onnxruntime", precision="int8", cache_dir=cache)
     with pytest.raises(ValueError, match="backend"):

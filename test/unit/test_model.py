@@ -209,6 +209,22 @@ def test_prev_bev_alignment_and_effect(nano, nano_inputs):
     assert (with_prev["cls_logits"] - base["cls_logits"]).abs().max() > 1e-4
     assert (with_prev["bev"] - other_motion["bev"]).abs().max() > 1e-2
     torch.testing.assert_close(invalid["bev"], base["bev"], atol=1e-5, rtol=1e-5)
+    assert with_prev["bev_state"] is with_prev["bev"]  # default: the recursive state (BEVFormer)
+
+    # history_free_state: the state is this frame's BEV without history, in eval mode only
+    nano.cfg = cfg.replace(history_free_state=True)
+    try:
+        with torch.no_grad():
+            hf = nano(*nano_inputs, prev_bev=prev_bev, ego_motion=motion)
+        torch.testing.assert_close(hf["bev_state"], base["bev"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hf["cls_logits"], with_prev["cls_logits"])
+        nano.train()  # training never reads the state: no second encoder pass
+        with torch.no_grad():
+            tr = nano(*nano_inputs, prev_bev=prev_bev, ego_motion=motion)
+        assert tr["bev_state"] is tr["bev"]
+    finally:
+        nano.cfg = cfg
+        nano.eval()
 
 
 def test_box_encode_decode_roundtrip():
