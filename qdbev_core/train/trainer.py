@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import save_weights
+from ..checkpoint import save_weights, sidecar_path
 from ..classes import CLASS_NAMES
 from ..data.reader import NuScenesReader
 from ..model import BEVDetector, DetectionLoss, get_config
@@ -243,7 +243,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         if rank == 0 and cfg.eval_split and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
             summary = evaluate_model(model, cfg, out / "eval" / f"step_{step:06d}", progress=progress)
             _append_csv(metrics_path, {"step": step, "nds": summary["nd_score"], "map": summary["mean_ap"]})
-            last.update({"nds": summary["nd_score"], "map": summary["mean_ap"]})
+            last.update({"nds": summary["nd_score"], "map": summary["mean_ap"], "eval_step": step})
+            _record_eval_in_sidecars(out, step, last)
             model.train()
     bar.close()
     if rank == 0 and step == cfg.steps:
@@ -294,6 +295,23 @@ def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Pa
                 "rng": rngs, "step": step}, tmp)
     tmp.replace(path)
     save_weights(model.state_dict(), Path(cfg.out) / "model.safetensors", meta)
+
+
+def _record_eval_in_sidecars(out: Path, step: int, last: dict) -> None:
+    """Put the scores of the evaluation just run into the sidecars saved at the same ``step``.
+
+    The checkpoint of a step is written before that step's evaluation (a QAT run packs its
+    file there, and the evaluation scores the packed-equal weights), so without this the
+    sidecar would carry the previous evaluation's NDS next to this step's losses.
+    """
+    for weights in (out / "model.safetensors", out / "model.packed.safetensors"):
+        side_path = sidecar_path(weights)
+        if not side_path.is_file():
+            continue
+        side = json.loads(side_path.read_text())
+        if side.get("step") == step:
+            side["metrics"] = dict(side.get("metrics") or {}, **last)
+            side_path.write_text(json.dumps(side, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _append_csv(path: Path, row: dict) -> None:

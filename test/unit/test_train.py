@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from qdbev_core.checkpoint import read_sidecar
 from qdbev_core.train.config import TrainConfig
 from qdbev_core.train.trainer import TrainingDiverged, read_metrics, train
 
@@ -62,6 +63,10 @@ def test_overfits_a_few_samples(synth_dataroot: Path, tmp_path: Path) -> None:
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses
     assert sorted(nds) == [40, 80, 120]
     assert nds[120] > nds[40] + 0.03 and nds[120] > 0.06, nds
+    # the sidecar saved at the last step carries that step's score, not the step-80 one
+    side = read_sidecar(cfg.out / "model.safetensors")
+    assert side["step"] == 120 and side["metrics"]["eval_step"] == 120
+    assert side["metrics"]["nds"] == pytest.approx(nds[120])
 
 
 def test_nan_guard_stops_with_a_clear_message(synth_dataroot: Path, tmp_path: Path) -> None:
