@@ -92,9 +92,9 @@ NANO_VEL_RUN ?= runs/nano-fp32-vel
 # settings shared by the fine-tuning runs nano-vel-train, nano-xl-train and nano-enc2-train (2 DDP processes x batch 1)
 NANO_FINETUNE = $(DDP2) train --config nano --model-set 'code_weights=[1,1,1,1,1,1,1,1,1,1]' --split synth_train \
   --val-dataroot $(NANO_VAL_DATA) --val-split synth_val --batch-size 1 --lr 3e-4 --warmup-steps 100 \
-  --eval-every 2000 --ckpt-every 250 --log-every 10 --threads 1 --workers 0
+  --ckpt-every 250 --log-every 10 --threads 1 --workers 0
 nano-vel-train: nano-data
-	$(NANO_FINETUNE) --init-from nano-fp32 --dataroot $(NANO_TRAIN_DATA) --out $(NANO_VEL_RUN) --steps 4000
+	$(NANO_FINETUNE) --init-from nano-fp32 --dataroot $(NANO_TRAIN_DATA) --out $(NANO_VEL_RUN) --steps 4000 --eval-every 2000
 
 nano-vel-eval: nano-val-data
 	$(VENV)/bin/qdbev predict --model nano-fp32-vel --dataroot $(NANO_VAL_DATA) --split synth_val \
@@ -115,7 +115,8 @@ nano-xl-data: setup
 	  --scenes 160 --samples 40 --image-scale 0.22 --seed 3 --val-fraction 0.02 --workers 2
 
 nano-xl-train: nano-val-data nano-xl-data
-	$(NANO_FINETUNE) --init-from $(NANO_XL_INIT) --dataroot $(NANO_XL_DATA) --out $(NANO_XL_RUN) --steps $(NANO_XL_STEPS)
+	$(NANO_FINETUNE) --init-from $(NANO_XL_INIT) --dataroot $(NANO_XL_DATA) --out $(NANO_XL_RUN) --steps $(NANO_XL_STEPS) \
+	  --eval-every 2000
 
 nano-xl-eval: nano-val-data
 	$(VENV)/bin/qdbev predict --model nano-fp32-xl --dataroot $(NANO_VAL_DATA) --split synth_val \

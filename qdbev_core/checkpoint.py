@@ -61,8 +61,13 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, meta: dict[st
     side["sha256"] = sha256_file(path)
     side["num_tensors"] = len(flat)
     side["num_parameters"] = int(sum(v.numel() for v in flat.values()))
-    sidecar_path(path).write_text(json.dumps(side, indent=2, sort_keys=True, default=str) + "\n")
+    write_sidecar(path, side)
     return side
+
+
+def write_sidecar(path: str | Path, side: dict[str, Any]) -> None:
+    """Write ``side`` as the sidecar JSON of the weights file ``path`` (sorted keys, indented)."""
+    sidecar_path(path).write_text(json.dumps(side, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qdbev_core.checkpoint import read_sidecar, sha256_file  # noqa: E402
+from qdbev_core.checkpoint import read_sidecar, sha256_file, write_sidecar  # noqa: E402
 
 
 def _wall_s(run: Path, side: dict) -> float:
@@ -69,7 +69,7 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
     side_dst = dict(side, file=dst.name)  # the sidecar names its own file
     if history_free_state:
         side_dst["config"] = dict(side["config"], history_free_state=True)
-    dst.with_suffix(".json").write_text(json.dumps(side_dst, indent=2, sort_keys=True, default=str) + "\n")
+    write_sidecar(dst, side_dst)
     sha = sha256_file(dst)
     if sha != side["sha256"]:
         raise SystemExit(f"{dst}: copy does not match the sidecar sha256")

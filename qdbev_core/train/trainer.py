@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import save_weights, sidecar_path
+from ..checkpoint import read_sidecar, save_weights, sidecar_path, write_sidecar
 from ..classes import CLASS_NAMES
 from ..data.reader import NuScenesReader
 from ..model import BEVDetector, DetectionLoss, get_config
@@ -305,13 +305,12 @@ def _record_eval_in_sidecars(out: Path, step: int, last: dict) -> None:
     sidecar would carry the previous evaluation's NDS next to this step's losses.
     """
     for weights in (out / "model.safetensors", out / "model.packed.safetensors"):
-        side_path = sidecar_path(weights)
-        if not side_path.is_file():
+        if not sidecar_path(weights).is_file():
             continue
-        side = json.loads(side_path.read_text())
+        side = read_sidecar(weights)
         if side.get("step") == step:
             side["metrics"] = dict(side.get("metrics") or {}, **last)
-            side_path.write_text(json.dumps(side, indent=2, sort_keys=True, default=str) + "\n")
+            write_sidecar(weights, side)
 
 
 def _append_csv(path: Path, row: dict) -> None:
