@@ -68,7 +68,12 @@ class DetectionDataset(torch.utils.data.Dataset):
     def _item(self, index: int, aug: np.ndarray, with_gt: bool = True) -> dict:
         s = self.reader[index]
         net = prepare_frame(s.frame, self.cfg.input_hw)
-        boxes, cam2ego = apply_bev_transform(aug, s.gt_boxes, net.cam2ego.astype(np.float64))
+        gt = np.array(s.gt_boxes, dtype=np.float64, copy=True)
+        if len(gt) and len(s.gt_velocity_valid) == len(gt):
+            # the devkit has no velocity for single-annotation tracks: NaN keeps them out of the
+            # velocity loss terms (a 0 would teach "static")
+            gt[~s.gt_velocity_valid, 7:9] = np.nan
+        boxes, cam2ego = apply_bev_transform(aug, gt, net.cam2ego.astype(np.float64))
         keep = np.hypot(boxes[:, 0], boxes[:, 1]) <= self.cfg.max_gt_range_m if len(boxes) else np.zeros(0, bool)
         out = {
             "img": torch.from_numpy(net.img),

@@ -115,3 +115,64 @@ def test_init_from_warm_starts_a_finer_bev_grid(synth_dataroot: Path, tmp_path: 
     assert b["encoder.bev_embedding.weight"].shape[0] == 16 * 16
     for key in ("backbone.stem.conv.weight", "decoder.layers.0.cross_attn.sampling_offsets.weight"):
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_boxes_without_devkit_velocity_stay_out_of_the_velocity_loss(synth_dataroot: Path) -> None:
+    """nuScenes gives no velocity for single-annotation tracks; the reader sets 0 and flags it.
+    Training must not learn that 0: such boxes carry NaN velocity, which the losses skip."""
+    import dataclasses
+
+    from qdbev_core.data.reader import NuScenesReader
+    from qdbev_core.model.config import get_config
+    from qdbev_core.model.losses import DetectionLoss
+    from qdbev_core.train.data import DataConfig, DetectionDataset
+
+    class OneTrackUnknown:
+        """The real reader with the velocity of each sample's first box flagged unknown."""
+
+        def __init__(self, reader):
+            self._r = reader
+
+        def __getattr__(self, name):
+            return getattr(self._r, name)
+
+        def __len__(self):
+            return len(self._r)
+
+        def __getitem__(self, i):
+            s = self._r[i]
+            valid = np.ones(len(s.gt_boxes), dtype=bool)
+            valid[:1] = False
+            return dataclasses.replace(s, gt_velocity_valid=valid)
+
+    reader = NuScenesReader(synth_dataroot, "v1.0-mini", split="synth_train")
+    index = next(i for i in range(len(reader))
+                 if len(reader[i].gt_boxes) > 1 and np.hypot(*reader[i].gt_boxes[0, :2]) < 45)
+    cfg = DataConfig(input_hw=(64, 176))
+    plain = DetectionDataset(reader, cfg)[(index, 0)]
+    item = DetectionDataset(OneTrackUnknown(reader), cfg)[(index, 0)]
+    boxes = item["gt_boxes"].numpy()
+    unknown = np.flatnonzero(np.isnan(boxes[:, 7:9]).all(axis=1))
+    assert len(unknown) == 1  # the first box
+    assert np.isfinite(boxes[:, :7]).all()
+    torch.testing.assert_close(item["gt_boxes"][:, :7], plain["gt_boxes"][:, :7])
+    assert np.isfinite(np.delete(boxes, unknown, 0)).all()
+    # the loss stays finite and ignores the unknown velocity
+    mcfg = get_config("nano", dense_head=True)
+    torch.manual_seed(0)
+    q = len(boxes) + 10  # every box gets a query
+    codes = torch.randn(1, 1, q, 10, requires_grad=True)
+    out = {"cls_logits": torch.zeros(1, 1, q, mcfg.num_classes), "box_codes": codes,
+           "heatmap": torch.zeros(1, mcfg.num_classes, mcfg.bev_h, mcfg.bev_w),
+           "heatmap_reg": torch.zeros(1, 10, mcfg.bev_h, mcfg.bev_w, requires_grad=True)}
+    crit = DetectionLoss(mcfg)
+    losses = crit(out, [{"boxes": item["gt_boxes"], "labels": item["gt_labels"]}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert torch.isfinite(codes.grad).all() and torch.isfinite(out["heatmap_reg"].grad).all()
+    pi, gi = crit.last_indices[-1][0]
+    q_unknown = int(pi[gi == int(unknown[0])][0])
+    assert (codes.grad[0, 0, q_unknown, 8:10] == 0).all()
+    assert (codes.grad[0, 0, q_unknown, :8] != 0).any()
+    others = pi[gi != int(unknown[0])]
+    assert (codes.grad[0, 0, others, 8:10] != 0).any()
