@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split to score: built-in (mini_val, val, ...) or a name from <dataroot>/<version>/splits.json")
     parser.add_argument("--output-dir", required=True, help="folder for metrics_summary.json (created)")
     parser.add_argument("--plots", action="store_true", help="also render the devkit's PR/TP curves (PDF, slow)")
+    parser.add_argument("--heading", action="store_true",
+                        help="also print (and write heading_breakdown.json) the share of matched boxes per class whose "
+                             "yaw is aligned / across (45-135 deg) / flipped, static vs moving, with their speeds")
     parser.add_argument("--verbose", action="store_true", help="show the devkit's own progress output on stderr")
 
 
@@ -26,6 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.nuscenes_eval import evaluate, format_summary
 
     summary = evaluate(args.results, args.dataroot, args.version, args.split, args.output_dir,
-                       verbose=args.verbose, render_curves=args.plots)
+                       verbose=args.verbose, render_curves=args.plots, heading=args.heading)
     print(format_summary(summary))
+    if args.heading:
+        from ..eval.heading import HeadingBins, format_breakdown
+
+        bins = {c: {s: HeadingBins(**b) for s, b in st.items()} for c, st in summary["heading_breakdown"].items()}
+        print("\nheading of matched boxes (score >= 0.3, same class, centre within 2 m):")
+        print(format_breakdown(bins))
     return 0

@@ -58,12 +58,16 @@ def evaluate(
     verbose: bool = False,
     render_curves: bool = False,
     nusc=None,
+    heading: bool = False,
 ) -> dict:
     """Run the official nuScenes detection evaluation; returns the ``metrics_summary`` dict.
 
     The devkit writes ``metrics_summary.json`` and ``metrics_details.json`` to ``output_dir``
     (and PR/TP curve PDFs to ``output_dir/plots`` when ``render_curves``). Keys of interest:
     ``mean_ap``, ``nd_score``, ``tp_errors`` (``trans_err`` ...), ``mean_dist_aps`` (per class).
+    With ``heading`` the summary also holds ``heading_breakdown`` (``eval/heading.py``: per class,
+    the shares of matched boxes whose yaw is aligned / across / flipped, and their speeds), also
+    written to ``heading_breakdown.json``.
 
     Raises ``FileNotFoundError`` for a missing results file / dataroot pieces and ``ValueError``
     for a submission or split the devkit cannot score (with the reason).
@@ -105,6 +109,11 @@ def evaluate(
         ev = DetectionEval(nusc, config=config_factory(CONFIG_NAME), result_path=str(results_path),
                            eval_set=split, output_dir=str(out), verbose=verbose)
         summary = ev.main(plot_examples=0, render_curves=render_curves)
+    if heading:
+        from .heading import breakdown_to_dict, heading_breakdown
+
+        summary["heading_breakdown"] = breakdown_to_dict(heading_breakdown(ev.gt_boxes, ev.pred_boxes))
+        (out / "heading_breakdown.json").write_text(json.dumps(summary["heading_breakdown"], indent=2) + "\n")
     return summary
 
 

@@ -173,3 +173,36 @@ def test_eval_cli_prints_table(oracle: dict, synth_dataroot: Path, capsys: pytes
     assert rc == 0
     assert out.splitlines()[0].split()[0] == "mAP" and "NDS" in out and "traffic_cone" in out
     assert (oracle["dir"] / "cli" / "metrics_summary.json").is_file()
+
+
+def test_heading_breakdown_tells_flipped_from_across(oracle: dict) -> None:
+    from nuscenes.eval.common.data_classes import EvalBoxes
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    from qdbev_core.eval.heading import format_breakdown, heading_breakdown
+
+    results = json.loads(oracle["exact_json"].read_text())["results"]
+    gt = EvalBoxes.deserialize(results, DetectionBox)
+
+    def turned(by: float, speed_scale: float) -> EvalBoxes:
+        out = {}
+        for tok, boxes in results.items():
+            out[tok] = [dict(b, rotation=list(yaw_to_quat(quat_to_yaw(b["rotation"]) + by)),
+                             velocity=[v * speed_scale for v in b["velocity"]]) for b in boxes]
+        return EvalBoxes.deserialize(out, DetectionBox)
+
+    n_gt = sum(len(v) for v in results.values())
+    for by, field in ((0.0, "aligned"), (np.pi, "flipped"), (np.pi / 2, "across"), (-2.0, "across")):
+        bd = heading_breakdown(gt, turned(by, 0.5))
+        assert sum(b.count for st in bd.values() for b in st.values()) == n_gt  # every box matched itself
+        for name, states in bd.items():
+            for state, b in states.items():
+                assert getattr(b, field) == 1.0, (by, name, state, b)
+                assert b.mean_error_rad == pytest.approx(abs(np.remainder(by + np.pi, 2 * np.pi) - np.pi), abs=1e-4)
+                if state == "moving":
+                    assert b.gt_speed_mps >= 0.5 and b.pred_speed_mps == pytest.approx(0.5 * b.gt_speed_mps, rel=1e-4)
+    assert any("moving" in st for st in bd.values())
+    assert "flipped" in format_breakdown(bd).splitlines()[0]
+    # low scores and other classes are not matched
+    low = {t: [dict(b, detection_score=0.1) for b in bs] for t, bs in results.items()}
+    assert heading_breakdown(gt, EvalBoxes.deserialize(low, DetectionBox)) == {}
