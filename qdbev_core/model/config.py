@@ -116,6 +116,23 @@ class ModelConfig:
     focal_gamma: float = 2.0
     code_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
     """Per-element weights of the 10-d box code [x, y, z, log l, log w, log h, sin, cos, vx, vy]."""
+    yaw_loss: str = "sincos"
+    """How the decoder's yaw (code entries ``sin, cos``) is supervised and matched.
+
+    ``sincos`` (BEVFormer): L1 on ``(sin yaw, cos yaw)``. Where the image cannot tell an object's
+    front from its back the two targets ``yaw`` and ``yaw + pi`` average out and the decoded
+    ``atan2`` lands *across* the object (90 degrees off).
+    ``axis_direction``: the box axis and the heading are learnt apart, both from the same two
+    outputs ``v = (s, c)`` (decoding stays ``atan2(s, c)``): the distance between the doubled
+    angles of ``v`` and of the target (``sin 2 yaw, cos 2 yaw``: blind to a 180-degree flip;
+    weighted by the sin / cos code weights) plus a logistic heading loss ``softplus(-4 v . (sin yaw, cos yaw))``
+    (``yaw_direction_weight``), which can only shrink ``v`` along the axis when unsure, never
+    turn it across. Classes in ``yaw_axis_only_classes`` get the axis term only."""
+    yaw_direction_weight: float = 0.5
+    """Weight of the heading term of ``yaw_loss='axis_direction'`` (per matched box)."""
+    yaw_axis_only_classes: tuple[str, ...] = ("barrier", "traffic_cone")
+    """Classes whose heading is not supervised under ``axis_direction``: barriers (the nuScenes
+    metric scores their yaw modulo 180 degrees) and traffic cones (yaw not scored)."""
     match_cls_weight: float = 2.0
     match_bbox_weight: float = 0.25
     loss_heatmap_weight: float = 1.0
@@ -165,6 +182,11 @@ class ModelConfig:
                 raise ValueError("query_init='heatmap' needs num_queries <= bev_h * bev_w")
         if len(self.code_weights) != 10:
             raise ValueError("code_weights must have 10 entries")
+        if self.yaw_loss not in ("sincos", "axis_direction"):
+            raise ValueError(f"yaw_loss must be 'sincos' or 'axis_direction', got {self.yaw_loss!r}")
+        unknown = [c for c in self.yaw_axis_only_classes if c not in CLASS_NAMES]
+        if unknown:
+            raise ValueError(f"yaw_axis_only_classes: unknown classes {unknown}; known: {list(CLASS_NAMES)}")
         return self
 
     def replace(self, **overrides) -> "ModelConfig":

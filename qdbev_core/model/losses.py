@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..classes import CLASS_NAMES
 from .config import ModelConfig
 from .heads import CODE_SIZE
 from .matcher import HungarianMatcher
@@ -49,6 +50,36 @@ def decode_boxes(codes: torch.Tensor, max_log_size: float = 4.0) -> torch.Tensor
     size = codes[..., 3:6].clamp(max=max_log_size).exp()
     yaw = torch.atan2(codes[..., 6:7], codes[..., 7:8])
     return torch.cat([codes[..., 0:3], size, yaw, codes[..., 8:10]], dim=-1)
+
+
+def yaw_axis(sin: torch.Tensor, cos: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Doubled angle ``(sin 2a, cos 2a)`` of the vector ``(sin, cos)`` (any length; ``a`` its
+    ``atan2``): the box axis, the same for ``a`` and ``a + pi``. ``eps`` keeps it finite at 0."""
+    n2 = sin * sin + cos * cos + eps
+    return 2 * sin * cos / n2, (cos * cos - sin * sin) / n2
+
+
+def yaw_axis_direction_loss(
+    sin_cos: torch.Tensor, yaw: torch.Tensor, heading: torch.Tensor, axis_weights: torch.Tensor,
+    direction_weight: float, sharpness: float = 4.0,
+) -> torch.Tensor:
+    """Summed ``yaw_loss='axis_direction'`` loss (``ModelConfig.yaw_loss``) of matched boxes.
+
+    ``sin_cos (M, 2)`` predicted code entries, ``yaw (M,)`` target yaw (rad), ``heading (M,)``
+    1 where the heading (front vs back) is supervised, ``axis_weights (2,)`` the sin / cos code
+    weights. Axis: the chord between the doubled angles, ``2 |sin(yaw_pred - yaw)|`` (times the
+    mean weight) -- unlike L1 on the two components, which has false local minima at the mirror
+    angles, it falls monotonically towards the axis -- scaled by ``min(|v|, 1)`` (not
+    differentiated): the angle's gradient grows as ``1 / |v|``, and unscaled it would stall a
+    short ``v`` that has to pass through 0 to change heading. Heading: ``softplus(-sharpness * v . u)``.
+    """
+    s2, c2 = yaw_axis(sin_cos[:, 0], sin_cos[:, 1])
+    chord = ((s2 - torch.sin(2 * yaw)).square() + (c2 - torch.cos(2 * yaw)).square() + 1e-8).sqrt()
+    length = sin_cos.detach().norm(dim=-1).clamp(max=1.0)
+    axis = chord * length * axis_weights.mean()
+    proj = sin_cos[:, 0] * torch.sin(yaw) + sin_cos[:, 1] * torch.cos(yaw)
+    direction = F.softplus(-sharpness * proj) * heading.to(sin_cos.dtype)
+    return axis.sum() + direction_weight * direction.sum()
 
 
 def _as_targets(targets: list[dict], cfg: ModelConfig, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -181,7 +212,11 @@ class DetectionLoss:
 
     def __init__(self, cfg: ModelConfig):
         self.cfg = cfg
-        self.matcher = HungarianMatcher(cfg.match_cls_weight, cfg.match_bbox_weight, cfg.focal_alpha, cfg.focal_gamma)
+        self.matcher = HungarianMatcher(cfg.match_cls_weight, cfg.match_bbox_weight, cfg.focal_alpha, cfg.focal_gamma,
+                                        yaw_axis_only=cfg.yaw_loss == "axis_direction")
+        axis_only = [CLASS_NAMES.index(c) for c in cfg.yaw_axis_only_classes]
+        self._heading_supervised = torch.ones(cfg.num_classes, dtype=torch.bool)
+        self._heading_supervised[axis_only] = False
         self.last_indices: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
 
     def layer_loss(
@@ -191,6 +226,11 @@ class DetectionLoss:
         cfg = self.cfg
         cls_target = torch.zeros_like(logits)
         code_w = torch.tensor(cfg.code_weights, dtype=codes.dtype, device=codes.device)
+        axis_dir = cfg.yaw_loss == "axis_direction"
+        l1_w = code_w.clone()
+        if axis_dir:
+            l1_w[6:8] = 0.0  # yaw handled by yaw_axis_direction_loss
+        heading_ok = self._heading_supervised.to(codes.device)
         l1 = codes.new_zeros(())
         indices = []
         for b, (labels, boxes) in enumerate(gt):
@@ -199,7 +239,10 @@ class DetectionLoss:
             indices.append((pi, gi))
             if pi.numel():
                 cls_target[b, pi, labels[gi]] = 1.0
-                l1 = l1 + weighted_l1(codes[b, pi], gt_codes[gi], code_w)
+                l1 = l1 + weighted_l1(codes[b, pi], gt_codes[gi], l1_w)
+                if axis_dir:
+                    l1 = l1 + yaw_axis_direction_loss(codes[b, pi, 6:8], boxes[gi, 6], heading_ok[labels[gi]],
+                                                      code_w[6:8], cfg.yaw_direction_weight)
         focal = sigmoid_focal_loss(logits, cls_target, cfg.focal_alpha, cfg.focal_gamma).sum()
         return cfg.loss_cls_weight * focal / num_gt, cfg.loss_bbox_weight * l1 / num_gt, indices
 
