@@ -144,7 +144,7 @@ nano-enc2-eval: nano-val-data
 # alike. nano-fp32-yaw trains with yaw_loss=axis_direction (model/config.py: axis and heading learnt
 # apart) in two stages: (a) nano-fp32-enc2 fine-tuned on the seed-3 scenes, a 4000-step schedule
 # stopped at step 2000 (~35 min); (b) that model fine-tuned 5000 steps on 157 new scenes (seed 4,
-# make nano-s4-data, ~18 min with 2 workers; 83 min of training on 2 cores); bundled as nano-fp32-yaw
+# make nano-s4-data: 29 min measured with 1 worker beside a training run; 83 min of training on 2 cores); bundled as nano-fp32-yaw
 # (SynthScenes val NDS 0.4856, mAP 0.3874, recursive temporal state; make nano-yaw-eval reproduces it)
 NANO_S4_DATA ?= data/synth-train-s4
 NANO_YAW_A_RUN ?= runs/nano-fp32-yaw-a

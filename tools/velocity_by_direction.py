@@ -15,10 +15,9 @@ speed is at least half the true one.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdbev_core.data.reader import load_nuscenes  # noqa: E402
 from qdbev_core.eval.heading import MOVING_SPEED_MPS, match_boxes  # noqa: E402
+from qdbev_core.eval.nuscenes_eval import devkit_evaluator  # noqa: E402
 
 
 def ego_velocity(nusc, sample_token: str) -> np.ndarray | None:
@@ -52,15 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args(argv)
 
-    from nuscenes.eval.common.config import config_factory
-    from nuscenes.eval.detection.evaluate import DetectionEval
-
-    import qdbev_core.eval.nuscenes_eval  # noqa: F401  (custom split names)
-
     nusc = load_nuscenes(args.dataroot, args.version)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        ev = DetectionEval(nusc, config=config_factory("detection_cvpr_2019"), result_path=str(args.results),
-                           eval_set=args.split, output_dir=str(Path("/tmp") / "velocity_by_direction"), verbose=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        ev = devkit_evaluator(nusc, args.results, args.split, tmp)
     table: dict[str, dict[str, dict[str, float]]] = {}
     for g, p in match_boxes(ev.gt_boxes, ev.pred_boxes):
         gv = np.nan_to_num(np.asarray(g.velocity, dtype=float))

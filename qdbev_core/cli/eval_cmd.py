@@ -32,9 +32,8 @@ def run(args: argparse.Namespace) -> int:
                        verbose=args.verbose, render_curves=args.plots, heading=args.heading)
     print(format_summary(summary))
     if args.heading:
-        from ..eval.heading import HeadingBins, format_breakdown
+        from ..eval.heading import format_breakdown
 
-        bins = {c: {s: HeadingBins(**b) for s, b in st.items()} for c, st in summary["heading_breakdown"].items()}
         print("\nheading of matched boxes (score >= 0.3, same class, centre within 2 m):")
-        print(format_breakdown(bins))
+        print(format_breakdown(summary["heading_breakdown"]))
     return 0

@@ -101,12 +101,13 @@ def breakdown_to_dict(breakdown: dict[str, dict[str, HeadingBins]]) -> dict:
     return {c: {s: asdict(b) for s, b in states.items()} for c, states in breakdown.items()}
 
 
-def format_breakdown(breakdown: dict[str, dict[str, HeadingBins]]) -> str:
-    """Aligned table: class, state, matches, aligned / across / flipped shares, mean error, speeds."""
+def format_breakdown(breakdown: dict[str, dict[str, dict]]) -> str:
+    """Aligned table of ``breakdown_to_dict``'s form (as ``evaluate(..., heading=True)`` returns it):
+    class, state, matches, aligned / across / flipped shares, mean error, speeds."""
     header = f"{'class':<22}{'state':<8}{'n':>6}{'<45deg':>8}{'across':>8}{'flipped':>8}{'err rad':>9}{'|v| gt':>8}{'|v| pred':>9}"
     lines = [header, "-" * len(header)]
     for name, states in breakdown.items():
         for state, b in states.items():
-            lines.append(f"{name:<22}{state:<8}{b.count:6d}{b.aligned:8.2f}{b.across:8.2f}{b.flipped:8.2f}"
-                         f"{b.mean_error_rad:9.2f}{b.gt_speed_mps:8.2f}{b.pred_speed_mps:9.2f}")
+            lines.append(f"{name:<22}{state:<8}{b['count']:6d}{b['aligned']:8.2f}{b['across']:8.2f}{b['flipped']:8.2f}"
+                         f"{b['mean_error_rad']:9.2f}{b['gt_speed_mps']:8.2f}{b['pred_speed_mps']:9.2f}")
     return "\n".join(lines)

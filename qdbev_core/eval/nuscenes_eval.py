@@ -97,17 +97,10 @@ def evaluate(
     if sum(len(nusc.get("sample", t)["anns"]) for t in tokens) == 0:
         raise ValueError(f"split '{split}' has no ground-truth annotations; nothing to evaluate")
 
-    from nuscenes.eval.common.config import config_factory
-    from nuscenes.eval.detection.evaluate import DetectionEval
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # The devkit prints its summary to stdout unconditionally and tqdm bars to stderr: route both
-    # to stderr when verbose, swallow them otherwise (callers own stdout).
-    sink = sys.stderr if verbose else io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sys.stderr if verbose else sink):
-        ev = DetectionEval(nusc, config=config_factory(CONFIG_NAME), result_path=str(results_path),
-                           eval_set=split, output_dir=str(out), verbose=verbose)
+    with _devkit_output(verbose):
+        ev = devkit_evaluator(nusc, results_path, split, out, verbose)
         summary = ev.main(plot_examples=0, render_curves=render_curves)
     if heading:
         from .heading import breakdown_to_dict, heading_breakdown
@@ -115,6 +108,28 @@ def evaluate(
         summary["heading_breakdown"] = breakdown_to_dict(heading_breakdown(ev.gt_boxes, ev.pred_boxes))
         (out / "heading_breakdown.json").write_text(json.dumps(summary["heading_breakdown"], indent=2) + "\n")
     return summary
+
+
+def _devkit_output(verbose: bool):
+    """The devkit prints its summary to stdout unconditionally and tqdm bars to stderr: route both
+    to stderr when verbose, swallow them otherwise (callers own stdout)."""
+    sink = sys.stderr if verbose else io.StringIO()
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(sink))
+    stack.enter_context(contextlib.redirect_stderr(sys.stderr if verbose else sink))
+    return stack
+
+
+def devkit_evaluator(nusc, results_json: str | os.PathLike, split: str, output_dir: str | os.PathLike, verbose: bool = False):
+    """The devkit's ``DetectionEval`` (detection_cvpr_2019) for a results file and split, boxes
+    loaded and range-filtered (``.gt_boxes`` / ``.pred_boxes``, global frame), nothing scored yet.
+    ``evaluate`` checks the submission first; this does not."""
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    with _devkit_output(verbose):
+        return DetectionEval(nusc, config=config_factory(CONFIG_NAME), result_path=str(results_json),
+                             eval_set=split, output_dir=str(output_dir), verbose=verbose)
 
 
 def format_summary(summary: dict) -> str:

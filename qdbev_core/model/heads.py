@@ -27,6 +27,13 @@ CODE_SIZE = 10
 """Length of the box code."""
 
 
+def yaw_axis(sin: torch.Tensor, cos: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Doubled angle ``(sin 2a, cos 2a)`` of the code's ``(sin, cos)`` pair (any length; ``a`` its
+    ``atan2``): the box axis, the same for ``a`` and ``a + pi``. ``eps`` keeps it finite at 0."""
+    n2 = sin * sin + cos * cos + eps
+    return 2 * sin * cos / n2, (cos * cos - sin * sin) / n2
+
+
 def prior_bias(prob: float = 0.01) -> float:
     """Logit bias that makes the initial sigmoid output ``prob`` (focal-loss init)."""
     return -math.log((1 - prob) / prob)

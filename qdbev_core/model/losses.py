@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..classes import CLASS_NAMES
 from .config import ModelConfig
-from .heads import CODE_SIZE
+from .heads import CODE_SIZE, yaw_axis
 from .matcher import HungarianMatcher
 
 
@@ -50,13 +50,6 @@ def decode_boxes(codes: torch.Tensor, max_log_size: float = 4.0) -> torch.Tensor
     size = codes[..., 3:6].clamp(max=max_log_size).exp()
     yaw = torch.atan2(codes[..., 6:7], codes[..., 7:8])
     return torch.cat([codes[..., 0:3], size, yaw, codes[..., 8:10]], dim=-1)
-
-
-def yaw_axis(sin: torch.Tensor, cos: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Doubled angle ``(sin 2a, cos 2a)`` of the vector ``(sin, cos)`` (any length; ``a`` its
-    ``atan2``): the box axis, the same for ``a`` and ``a + pi``. ``eps`` keeps it finite at 0."""
-    n2 = sin * sin + cos * cos + eps
-    return 2 * sin * cos / n2, (cos * cos - sin * sin) / n2
 
 
 def yaw_axis_direction_loss(

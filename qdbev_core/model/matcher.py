@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .heads import yaw_axis
+
 
 class HungarianMatcher:
     """``match(logits (Q, K), codes (Q, 10), gt_labels (G,), gt_codes (G, 10))``
@@ -41,8 +43,6 @@ class HungarianMatcher:
         gt = torch.nan_to_num(gt_codes.float()[:, :8])
         pred = codes.float()[:, :8]
         if self.yaw_axis_only:
-            from .losses import yaw_axis
-
             gt = torch.cat([gt[:, :6], torch.stack(yaw_axis(gt[:, 6], gt[:, 7], eps=0.0), -1)], -1)
             pred = torch.cat([pred[:, :6], torch.stack(yaw_axis(pred[:, 6], pred[:, 7]), -1)], -1)
         box_cost = torch.cdist(pred, gt, p=1)

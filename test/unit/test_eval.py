@@ -179,7 +179,7 @@ def test_heading_breakdown_tells_flipped_from_across(oracle: dict) -> None:
     from nuscenes.eval.common.data_classes import EvalBoxes
     from nuscenes.eval.detection.data_classes import DetectionBox
 
-    from qdbev_core.eval.heading import format_breakdown, heading_breakdown
+    from qdbev_core.eval.heading import breakdown_to_dict, format_breakdown, heading_breakdown
 
     results = json.loads(oracle["exact_json"].read_text())["results"]
     gt = EvalBoxes.deserialize(results, DetectionBox)
@@ -202,7 +202,8 @@ def test_heading_breakdown_tells_flipped_from_across(oracle: dict) -> None:
                 if state == "moving":
                     assert b.gt_speed_mps >= 0.5 and b.pred_speed_mps == pytest.approx(0.5 * b.gt_speed_mps, rel=1e-4)
     assert any("moving" in st for st in bd.values())
-    assert "flipped" in format_breakdown(bd).splitlines()[0]
+    table = format_breakdown(breakdown_to_dict(bd)).splitlines()
+    assert "flipped" in table[0] and len(table) == 2 + sum(len(st) for st in bd.values())
     # low scores and other classes are not matched
     low = {t: [dict(b, detection_score=0.1) for b in bs] for t, bs in results.items()}
     assert heading_breakdown(gt, EvalBoxes.deserialize(low, DetectionBox)) == {}

@@ -15,7 +15,8 @@ import torch
 
 from qdbev_core.classes import CLASS_NAMES
 from qdbev_core.model.config import get_config
-from qdbev_core.model.losses import DetectionLoss, encode_boxes, weighted_l1, yaw_axis, yaw_axis_direction_loss
+from qdbev_core.model.heads import yaw_axis
+from qdbev_core.model.losses import DetectionLoss, encode_boxes, weighted_l1, yaw_axis_direction_loss
 from qdbev_core.model.matcher import HungarianMatcher
 
 
