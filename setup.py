@@ -39,6 +39,9 @@ setup(
         (f"share/{PACKAGE_NAME}/models", _files("models/*")),
     ],
     install_requires=["setuptools"],
+    # `pip install -e .[gpu]`: the TensorRT backend (10.x or 11.x; docs/TENSORRT.md). The CUDA build of
+    # torch it also needs comes from PyTorch's own index, which an extra cannot name: see requirements-gpu.txt.
+    extras_require={"gpu": ["tensorrt-cu12>=10.0,<12"]},
     zip_safe=False,
     maintainer="qdbev maintainers",
     maintainer_email="qdbev@example.com",

@@ -304,3 +304,18 @@ def test_require_tensorrt_names_the_supported_versions_when_missing():
 
     with pytest.raises(RuntimeError, match=r"TensorRT Python package.*10\.x or 11\.x"):
         require_tensorrt()
+
+
+def test_gpu_extra_and_requirements_gpu_pin_the_same_supported_tensorrt(repo_root):
+    """setup.py's ``gpu`` extra and requirements-gpu.txt name the same TensorRT requirement, and it
+    admits exactly the majors the backend supports (10 and 11)."""
+    import re
+
+    extra = re.search(r'"gpu":\s*\[([^\]]*)\]', (repo_root / "setup.py").read_text()).group(1)
+    extra_reqs = re.findall(r'"([^"]+)"', extra)
+    reqs = [ln.strip() for ln in (repo_root / "requirements-gpu.txt").read_text().splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#")]
+    assert extra_reqs == reqs == ["tensorrt-cu12>=10.0,<12"]
+    from qdbev_core.engine.trt_decisions import SUPPORTED_TRT_MAJORS
+
+    assert SUPPORTED_TRT_MAJORS == (10, 11)
