@@ -29,7 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--version", default="v1.0-mini", help="dataset version folder")
     t.add_argument("--steps", type=int, required=True, help="optimizer steps of every trained row")
     t.add_argument("--batch-size", type=int, default=2, help="GLOBAL batch per step (split over --ddp-procs processes)")
-    t.add_argument("--seed", type=int, default=0, help="seed of every row (data order, augmentation)")
+    t.add_argument("--seeds", default="0",
+                   help="comma-separated training seeds; every row is trained once per seed (data order, "
+                        "augmentation, calibration batches), --single-seed-rows only with the first")
+    t.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    t.add_argument("--single-seed-rows", default="w8a8", help="rows trained with the first seed only ('' = none)")
+    t.add_argument("--score-dataroot", type=Path, default=None,
+                   help="dataroot of the split finished rows are scored on (default: --val-dataroot); "
+                        "use a larger held-out split than the curves' one")
+    t.add_argument("--score-split", default=None, help="split of --score-dataroot (default: --val-split)")
     t.add_argument("--out", type=Path, default=Path("runs/paper-table"), help="experiment directory (one run per row)")
     t.add_argument("--rows", default=",".join(paper_rows()),
                    help=f"rows to run, in this order, from {', '.join(paper_rows())}")
@@ -95,8 +103,14 @@ def canonical_command(args: argparse.Namespace) -> str:
     """The paper-table command with every setting explicit (what RESULTS.md records)."""
     a = ["qdbev", "experiment", "paper-table", "--teacher", args.teacher, "--dataroot", str(args.dataroot),
          "--split", args.split, "--val-dataroot", str(args.val_dataroot or args.dataroot), "--val-split", args.val_split,
-         "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+         "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seeds", ",".join(map(str, _seeds(args))),
          "--out", str(args.out), "--rows", args.rows]
+    if args.single_seed_rows != "w8a8":
+        a += ["--single-seed-rows", args.single_seed_rows]
+    if args.score_dataroot is not None:
+        a += ["--score-dataroot", str(args.score_dataroot)]
+    if args.score_split is not None:
+        a += ["--score-split", args.score_split]
     if args.version != "v1.0-mini":
         a += ["--version", args.version]
     if args.fp32_as_is:
@@ -111,6 +125,16 @@ def canonical_command(args: argparse.Namespace) -> str:
     return shlex.join(a)
 
 
+def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    """``--seed N`` or ``--seeds a,b,c`` (an error names the bad entry)."""
+    if args.seed is not None:
+        return (args.seed,)
+    try:
+        return tuple(int(x) for x in args.seeds.split(",") if x.strip())
+    except ValueError:
+        raise SystemExit(f"qdbev experiment paper-table: --seeds must be comma-separated integers, got {args.seeds!r}")
+
+
 def _path_or_none(text: str) -> Path | None:
     """A path option where '' means "none" (``Path('')`` would be the current directory)."""
     return Path(text) if text else None
@@ -121,7 +145,9 @@ def _paper_table(args: argparse.Namespace) -> int:
 
     cfg = PaperTableConfig(
         teacher=args.teacher, dataroot=args.dataroot, split=args.split, val_dataroot=args.val_dataroot or args.dataroot,
-        val_split=args.val_split, version=args.version, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        val_split=args.val_split, version=args.version, steps=args.steps, batch_size=args.batch_size, seeds=_seeds(args),
+        single_seed_rows=tuple(r.strip() for r in args.single_seed_rows.split(",") if r.strip()),
+        score_dataroot=args.score_dataroot, score_split=args.score_split,
         out=args.out, rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()), fp32_as_is=args.fp32_as_is,
         lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
         ckpt_every=args.ckpt_every, calib_batches=args.calib_batches, ddp_procs=args.ddp_procs, threads=args.threads,
@@ -129,7 +155,7 @@ def _paper_table(args: argparse.Namespace) -> int:
         archive=_path_or_none(args.archive), command=canonical_command(args), progress=args.progress,
     )
     result = run_paper_table(cfg)
-    summary = {k: v for k, v in result.items() if k not in ("rows", "teacher", "paper")}
+    summary = {k: v for k, v in result.items() if k not in ("rows", "teacher", "paper", "summary")}
     summary["rows"] = [{k: v for k, v in r.items() if k != "curves"} for r in result["rows"] + [result["teacher"]]]
     print(json.dumps(summary, indent=2))
     return 0

@@ -3,7 +3,8 @@
 - ``standard``: every layer quantized (W4A6 by default) from the first step.
 - ``progressive``: the paper's baseline: quantize stage by stage (backbone -> neck -> BEV encoder
   -> decoder + heads, ``QuantSpec.stages``), each stage trained for an equal share of the steps
-  before the next is switched on; each newly enabled stage is calibrated on the data first.
+  before the next is switched on; each newly enabled stage is calibrated on the data first and
+  gets a learning-rate warm-up and cosine decay of its own (``QatRun.lr_multiplier``).
 - ``qdbev``: standard (or, with ``progressive=True``, progressive) QAT plus view-guided
   distillation (VGD) from the frozen full-precision teacher on image-view and BEV features.
 
@@ -22,6 +23,7 @@ import torch
 from ..distill import VGDConfig, ViewGuidedDistillation
 from ..distill.vgd import freeze_teacher, teacher_forward
 from ..quant import QuantSpec, calibrate, enable_stage, quantize_model, set_quant_enabled
+from .schedule import staged_warmup_cosine, warmup_cosine
 
 MODES = ("standard", "progressive", "qdbev")
 
@@ -84,12 +86,26 @@ class QatRun:
         self.calib: list[dict] = []
 
     # --- schedule ---------------------------------------------------------------------------------
+    def stage_starts(self) -> list[int]:
+        """Step at which each stage is switched on: equal shares of the run (``[0]`` when not staged)."""
+        if not self.cfg.staged:
+            return [0]
+        n = len(self.spec.stages)
+        return [-(-i * self.total_steps // n) for i in range(n)]
+
     def stage_at(self, step: int) -> int:
         """Index of the last enabled stage at ``step`` (all stages when not staged)."""
         n = len(self.spec.stages)
         if not self.cfg.staged:
             return n - 1
         return min(n - 1, step * n // max(1, self.total_steps))
+
+    def lr_multiplier(self, step: int, warmup_steps: int, min_ratio: float) -> float:
+        """Learning-rate multiplier at ``step``: one warm-up + cosine per stage when staged
+        (``schedule.staged_warmup_cosine``), one over the run otherwise."""
+        if self.cfg.staged:
+            return staged_warmup_cosine(step, self.stage_starts(), self.total_steps, warmup_steps, min_ratio)
+        return warmup_cosine(step, self.total_steps, warmup_steps, min_ratio)
 
     def initialize(self, calib_batches: list[dict]) -> dict:
         """Fresh start: calibrate the quantizers that are on at step 0 on ``calib_batches``."""

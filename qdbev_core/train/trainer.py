@@ -151,9 +151,12 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     qat = QatRun(cfg.qat, model, cfg.steps, device) if cfg.qat is not None else None
     criterion = DetectionLoss(model_cfg)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
-    )
+    if qat is not None:  # progressive QAT: a warm-up and decay per stage
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: qat.lr_multiplier(s, cfg.warmup_steps, cfg.min_lr_ratio))
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
     reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
     data_cfg = DataConfig(input_hw=tuple(model_cfg.image_size), augment=BevAugmentConfig() if cfg.augment else None,
                           temporal=cfg.temporal)

@@ -1,7 +1,7 @@
-"""`qdbev experiment paper-table` end to end on a tiny teacher: rows trained with the same budget,
-scored from the files they deploy, RESULTS.md / JSON / figure generated from the runs (the
-markdown's numbers are the JSON's), a rerun reuses the finished rows, a rerun elsewhere reuses the
-archived rows, other settings are refused."""
+"""`qdbev experiment paper-table` end to end on a tiny teacher: rows trained once per seed with the
+same budget, scored from the files they deploy, mean / std per row and paired differences seed by
+seed, RESULTS.md / JSON / figure generated from the runs (the markdown's numbers are the JSON's), a
+rerun reuses the finished runs, a rerun elsewhere reuses the archived runs, other settings are refused."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from qdbev_core.checkpoint import save_weights
 from qdbev_core.cli.main import main as qdbev_main
+from qdbev_core.experiments.paper_table import paired_differences, summarize_rows
 from qdbev_core.model import BEVDetector
 
 TINY = {"num_queries": 30, "image_size": (64, 176), "bev_h": 16, "bev_w": 16}
@@ -30,95 +32,154 @@ def _tiny_teacher(path: Path) -> Path:
     return path
 
 
-ROWS = "fp32,standard,qdbev,qdbev-progressive"
+ROWS = "fp32,standard,qdbev-progressive,w8a8"
+SEEDS = (3, 4)
+RUNS = [("fp32", 3), ("fp32", 4), ("standard", 3), ("standard", 4), ("qdbev-progressive", 3),
+        ("qdbev-progressive", 4), ("w8a8", 3)]  # w8a8 is a single-seed (sanity) row
 
 
 def _argv(root: Path, teacher: Path, out: Path, docs: Path, steps: int = 2) -> list[str]:
     return ["experiment", "paper-table", "--teacher", str(teacher), "--dataroot", str(root), "--split", "synth_train",
-            "--val-split", "synth_val", "--steps", str(steps), "--batch-size", "1", "--seed", "3", "--out", str(out),
+            "--val-split", "synth_val", "--steps", str(steps), "--batch-size", "1", "--seeds", "3,4", "--out", str(out),
             "--rows", ROWS, "--eval-every", "1", "--log-every", "1", "--calib-batches", "1",
             "--threads", "2", "--workers", "0", "--results-md", str(docs / "RESULTS.md"),
             "--figure", str(docs / "paper-table.png"), "--archive", str(docs / "rows"), "--no-progress"]
 
 
-def _md_rows(md: str) -> dict[str, list[str]]:
-    lines = md.split("## Results", 1)[1].split("\n\n", 2)[1].splitlines()
-    assert lines[0].startswith("| row | mode | bits | NDS | mAP | mATE | mAOE | size MB | ratio |")
-    return {cells[0]: cells for cells in ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:])}
+def _md_table(md: str, heading: str) -> list[list[str]]:
+    """The first markdown table after ``heading``, as cells."""
+    lines = md.split(heading, 1)[1].splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    block = []
+    for ln in lines[first:]:
+        if not ln.startswith("|"):
+            break
+        block.append([c.strip() for c in ln.strip("|").split("|")])
+    return block
 
 
 def _fmt(v, nd=4) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def test_paper_table_end_to_end_and_reuse(synth_dataroot: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
     teacher = _tiny_teacher(tmp_path / "teacher.safetensors")
     out, docs = tmp_path / "pt", tmp_path / "docs"
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
     printed = json.loads(capsys.readouterr().out)
     res = json.loads((out / "paper-table.json").read_text())
-    assert [r["row"] for r in printed["rows"]] == ["fp32", "standard", "qdbev", "qdbev-progressive", "teacher"]
-    rows = {r["row"]: r for r in res["rows"]}
-    assert list(rows) == ROWS.split(",") and all(r["status"] == "trained" for r in rows.values())
-    for name, r in rows.items():
+    assert [(r["row"], r["seed"]) for r in printed["rows"]][:-1] == RUNS and printed["rows"][-1]["row"] == "teacher"
+    runs = {(r["row"], r["seed"]): r for r in res["rows"]}
+    assert list(runs) == RUNS and all(r["status"] == "trained" for r in runs.values())
+    for (name, seed), r in runs.items():
         c = r["curves"]
         assert c["step"] == [1, 2] and c["eval_step"] == [1, 2], name  # periodic evaluation -> NDS curve
         # scoring the deployed file reproduces the training loop's final evaluation
         assert r["nds"] == pytest.approx(r["train_final_eval_nds"], abs=1e-9), name
         assert r["mate"] is not None, name  # boxes were predicted and the devkit scored them
-        assert f"--steps 2 --batch-size 1 --lr 0.0002 --warmup-steps 0 --seed 3" in r["command"], name
-    assert rows["fp32"]["file"].endswith("fp32/model.safetensors") and "--init-from" in rows["fp32"]["command"]
-    assert rows["standard"]["file"].endswith("model.packed.safetensors") and rows["standard"]["ratio"] > 4
-    assert rows["fp32"]["ratio"] == 1.0
-    assert rows["qdbev"]["curves"]["vgd_bev"] and not rows["standard"]["curves"]["vgd"]
-    assert "--progressive" in rows["qdbev-progressive"]["command"] and "--progressive" not in rows["qdbev"]["command"]
-    assert rows["qdbev-progressive"]["curves"]["vgd_img"]
-    checks = [c["check"] for c in res["checks"]]  # each QD-BEV row is checked on its own, against fp32 and the teacher
-    for q in ("qdbev", "qdbev-progressive"):
-        assert f"{q} W4A6 NDS >= FP32 NDS - 0.01" in checks and f"{q} vs the FP32 teacher as-is (reported)" in checks
+        assert f"--steps 2 --batch-size 1 --lr 0.0002 --warmup-steps 0 --seed {seed}" in r["command"], name
+        assert r["file"].startswith(str(out / name / f"seed{seed}")), r["file"]
+    # the seed changes the run (other batches / calibration), not only its label
+    assert runs[("standard", 3)]["curves"]["loss"] != runs[("standard", 4)]["curves"]["loss"]
+    assert runs[("fp32", 3)]["file"].endswith("model.safetensors") and "--init-from" in runs[("fp32", 3)]["command"]
+    assert runs[("standard", 3)]["file"].endswith("model.packed.safetensors") and runs[("standard", 3)]["ratio"] > 4
+    assert runs[("fp32", 4)]["ratio"] == 1.0
+    assert runs[("qdbev-progressive", 3)]["curves"]["vgd_bev"] and not runs[("standard", 3)]["curves"]["vgd"]
+    assert "--progressive" in runs[("qdbev-progressive", 4)]["command"]
+
+    # mean / std per row over its seeds; paired differences seed by seed
+    summ = {r["row"]: r for r in res["summary"]}
+    assert list(summ) == ["fp32", "standard", "qdbev-progressive", "w8a8"]
+    for name in ("fp32", "standard", "qdbev-progressive"):
+        a, b = runs[(name, 3)]["nds"], runs[(name, 4)]["nds"]
+        assert summ[name]["seeds"] == [3, 4] and summ[name]["nds"] == pytest.approx((a + b) / 2)
+        assert summ[name]["nds_std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
+    assert summ["w8a8"]["seeds"] == [3] and summ["w8a8"]["nds_std"] is None
+    pairs = {(p["a"], p["b"]): p for p in res["paired"]}
+    p = pairs[("qdbev-progressive", "standard")]
+    assert p["seeds"] == [3, 4]
+    assert p["diffs"] == pytest.approx([runs[("qdbev-progressive", s)]["nds"] - runs[("standard", s)]["nds"]
+                                        for s in SEEDS])
+    assert p["verdict"] in ("larger than the noise", "within the noise")
+    assert ("qdbev", "standard") not in pairs  # a row that was not run gives no difference
+    checks = [c["check"] for c in res["checks"]]
+    assert "qdbev-progressive W4A6 NDS >= FP32 NDS - 0.01" in checks
+    assert "qdbev-progressive vs the FP32 teacher as-is" in checks
     assert res["teacher"]["status"] == "teacher" and res["teacher"]["mate"] is not None
 
     md = (docs / "RESULTS.md").read_text()
     assert "synthetic-data numbers" in md and "0.372 (QD-BEV-Tiny)" in md and "paper-table.png" in md
-    assert res["command"] in md and "qdbev experiment paper-table" in res["command"]
-    table = _md_rows(md)
-    assert list(table) == ["fp32", "standard", "qdbev", "qdbev-progressive", "teacher"]
-    for r in res["rows"] + [res["teacher"]]:
-        cells = table[r["row"]]
-        assert cells[2] == r["bits"]
-        assert cells[3:9] == [_fmt(r["nds"]), _fmt(r["map"]), _fmt(r["mate"]), _fmt(r["maoe"]), _fmt(r["size_mb"], 3),
-                              _fmt(r["ratio"], 2)], r["row"]
+    assert "**Seeds** 3, 4 per row" in md and "w8a8 with seed 3 only" in md
+    assert res["command"] in md and "--seeds 3,4" in res["command"]
+    table = _md_table(md, "## Results")
+    assert table[0][:11] == ["row", "mode", "bits", "seeds", "NDS", "mAP", "mATE", "mAOE", "mAVE", "size MB", "ratio"]
+    cells = {c[0]: c for c in table[2:]}
+    assert list(cells) == ["fp32", "standard", "qdbev-progressive", "w8a8", "teacher"]
+    for r in res["summary"]:
+        c = cells[r["row"]]
+        pm = _fmt(r["nds"]) if r["nds_std"] is None else f"{_fmt(r['nds'])} ± {_fmt(r['nds_std'])}"
+        assert c[2:5] == [r["bits"], ",".join(map(str, r["seeds"])), pm], r["row"]
+        assert c[9:11] == [_fmt(r["size_mb"], 3), _fmt(r["ratio"], 2)], r["row"]
+    paired_md = {c[0]: c for c in _md_table(md, "## Paired differences")[2:] if " - " in c[0]}
+    assert paired_md["qdbev-progressive - standard"][2] == ", ".join(f"{d:+.4f}" for d in p["diffs"])
+    assert paired_md["qdbev-progressive - standard"][5] == p["verdict"]
     for chk in res["checks"]:
         assert chk["text"] in md
     png = (docs / "paper-table.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
-    # rerun: every row is reused (no training), same numbers
-    before = {p: p.stat().st_mtime_ns for p in out.glob("*/model*.safetensors")}
+    # rerun: every run is reused (no training), same numbers
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/model*.safetensors")}
+    assert len(before) == 7 + 5  # every run's model.safetensors + the quantized runs' packed files
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
     capsys.readouterr()
     again = json.loads((out / "paper-table.json").read_text())
-    assert [r["status"] for r in again["rows"]] == ["reused"] * 4
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/model*.safetensors")} == before
+    assert [r["status"] for r in again["rows"]] == ["reused"] * 7
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/model*.safetensors")} == before
     assert [r["nds"] for r in again["rows"]] == [r["nds"] for r in res["rows"]]
-    assert re.search(r"`fp32` \(reused a finished run\)", (docs / "RESULTS.md").read_text())
+    assert re.search(r"`fp32` seed 3 \(reused a finished run\)", (docs / "RESULTS.md").read_text())
 
-    # another machine: no run directories, only the archive (kept in git) -> every row comes from it, no training
-    archived = sorted(p.name for p in (docs / "rows").glob("*.json"))
-    assert [a.rsplit("-", 1)[0] for a in archived] == sorted(ROWS.split(","))
+    # another machine: no run directories, only the archive (kept in git) -> every run comes from it, no training
+    archived = sorted(p.name.rsplit("-", 1)[0] for p in (docs / "rows").glob("*.json"))
+    assert archived == sorted(r for r, _ in RUNS)
     out2 = tmp_path / "pt-elsewhere"
     assert qdbev_main(_argv(synth_dataroot, teacher, out2, docs)) == 0
     capsys.readouterr()
     third = json.loads((out2 / "paper-table.json").read_text())
-    assert [r["status"] for r in third["rows"]] == ["archived"] * 4
-    assert not list(out2.glob("*/model*.safetensors")) and not (out2 / "fp32").exists()
+    assert [r["status"] for r in third["rows"]] == ["archived"] * 7
+    assert not list(out2.glob("*/seed*/model*.safetensors")) and not (out2 / "fp32").exists()
+    assert len(third["rows"]) == len(res["rows"])
     for a, b in zip(third["rows"], res["rows"]):
-        assert (a["nds"], a["map"], a["size_bytes"], a["curves"]) == (b["nds"], b["map"], b["size_bytes"], b["curves"])
+        assert (a["row"], a["seed"], a["nds"], a["map"], a["size_bytes"], a["curves"]) == \
+            (b["row"], b["seed"], b["nds"], b["map"], b["size_bytes"], b["curves"])
+    assert third["paired"] == res["paired"]
     assert "archived result" in (docs / "RESULTS.md").read_text()
 
     # other settings in the same directory are refused before anything runs
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs, steps=3)) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_paired_differences_call_noise_by_a_paired_t_interval() -> None:
+    def runs(row: str, nds: list[float]) -> list[dict]:
+        return [{"row": row, "seed": s, "nds": v} for s, v in zip((0, 1, 2), nds)]
+
+    # consistent +0.02 with little spread: beyond the noise; +-0.02 alternating: within it
+    rows = runs("standard", [0.40, 0.45, 0.42]) + runs("qdbev", [0.42, 0.471, 0.439]) + runs("progressive", [0.44, 0.43, 0.46])
+    p = {(x["a"], x["b"]): x for x in paired_differences(rows)}
+    assert p[("qdbev", "standard")]["diffs"] == pytest.approx([0.02, 0.021, 0.019])
+    assert p[("qdbev", "standard")]["verdict"] == "larger than the noise"
+    assert p[("qdbev", "progressive")]["diffs"] == pytest.approx([-0.02, 0.041, -0.021])
+    assert p[("qdbev", "progressive")]["verdict"] == "within the noise"
+    assert ("qdbev", "fp32") not in p
+    one = paired_differences(runs("standard", [0.4]) + runs("qdbev", [0.5]))
+    assert one[0]["std"] is None and one[0]["verdict"] == "one seed: no noise estimate"
+    s = {r["row"]: r for r in summarize_rows([{**r, "label": "x", "mode": "m", "bits": "w4a6", "size_mb": 1.0,
+                                               "train_wall_s": 0.0, "score_wall_s": 0.0} for r in rows])}
+    assert s["standard"]["n"] == 3 and s["standard"]["seeds"] == [0, 1, 2]
+    assert s["standard"]["nds"] == pytest.approx(sum([0.40, 0.45, 0.42]) / 3)
+    assert s["standard"]["nds_std"] == pytest.approx(float(np.std([0.40, 0.45, 0.42], ddof=1)))
 
 
 def test_archive_key_follows_the_data_not_its_path(tmp_path: Path) -> None:

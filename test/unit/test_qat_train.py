@@ -67,6 +67,12 @@ def test_progressive_mode_switches_stages_on_in_order(synth_dataroot: Path, teac
     stages = [(int(r["step"]), int(r["qat_stage"])) for r in rows if r.get("qat_stage")]
     assert stages == [(2, 1), (4, 2), (6, 3)]
     assert not any(r.get("vgd") for r in rows)
+    # each stage gets a warm-up + decay of its own: the learning rate rises again when a stage's
+    # quantizers switch on (one cosine over the run would keep falling), back to the peak lr
+    lr = {int(r["step"]): float(r["lr"]) for r in rows if r.get("lr")}  # lr after step k = lr of step k + 1
+    for s, _ in stages:
+        assert lr[s] > lr[s - 1], (s, lr)
+        assert lr[s] == pytest.approx(2e-4), (s, lr)
     model = load_model(out / "model.safetensors")
     on = enabled_layers(model)
     assert any(n.startswith("backbone.") for n in on) and any(n.startswith("decoder.") for n in on)
