@@ -15,6 +15,7 @@ state dict (steps, zero points, enabled flags), so checkpoints resume exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,8 +150,12 @@ class QatRun:
         return {k: (v * w if k == "vgd" else v.detach()) for k, v in terms.items()}
 
     def sidecar(self) -> dict:
-        return {"quant_spec": self.spec.to_dict(), "qat": {**self.cfg.__dict__, "distill": list(self.cfg.distill)},
-                "precision": f"{self.spec.name}-fakequant"}
+        """What the saved files record about this QAT run (the effective VGD weights included)."""
+        qat = {**self.cfg.__dict__, "distill": list(self.cfg.distill)}
+        if self.vgd is not None:
+            qat["vgd_effective"] = {k: (list(v) if isinstance(v, tuple) else v)
+                                    for k, v in dataclasses.asdict(self.vgd.cfg).items()}
+        return {"quant_spec": self.spec.to_dict(), "qat": qat, "precision": f"{self.spec.name}-fakequant"}
 
     def pack(self, path: Path, meta: dict) -> dict:
         """Write the real low-bit file (integers on disk) of the current student."""
