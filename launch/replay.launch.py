@@ -7,9 +7,10 @@ Arguments (defaults in brackets):
     bag               (required)    rosbag2 folder, e.g. from `qdbev bag from-nuscenes`
     rate              [1.0]         playback speed
     loop              [false]       replay the bag until stopped (the node resets its temporal state)
-    start_delay       [5.0]         seconds before playing starts, so the node has loaded its engine and
-                                    subscribed to CameraInfo
-    model, backend, camera_namespace, params_file, use_rviz, fastdds_profile: as qdbev.launch.py
+    start_delay       [120.0]       playing starts when the node logs that its engine is ready and it
+                                    waits for CameraInfo (7-20 s on a loaded 2-core machine); after
+                                    this many seconds without that line it starts anyway (a warning)
+    model, backend, camera_namespace, params_file, namespace, use_rviz, fastdds_profile: as qdbev.launch.py
     image_transport   [compressed]  `qdbev bag from-nuscenes` writes JPEG CompressedImage by default
 
 The node subscribes to the images only once it has every camera's CameraInfo and TF, which
@@ -22,11 +23,39 @@ spent calibrating the node and yields no detections. `qdbev play --wait-for-subs
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, TimerAction
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, LogInfo,
+                            OpaqueFunction, RegisterEventHandler, TimerAction)
 from launch.conditions import IfCondition, UnlessCondition
+from launch.event_handlers import OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
+
+READY_MARKER = "ready; waiting for CameraInfo"
+"""What qdbev_node logs once its engine is loaded and it subscribes to CameraInfo (qdbev_ros/node.py)."""
+
+
+class PlayOnce:
+    """Hands out the play actions once: on the node's ready line, or when ``start_delay`` ran out."""
+
+    def __init__(self, actions: list) -> None:
+        self.actions = actions
+        self.started = False
+
+    def on_output(self, event) -> list | None:
+        """``OnProcessIO`` handler: the play actions the first time a process logs ``READY_MARKER``."""
+        if self.started or READY_MARKER not in event.text.decode(errors="replace"):
+            return None
+        self.started = True
+        return self.actions
+
+    def on_timeout(self, context) -> list:  # noqa: ARG002 - OpaqueFunction signature
+        """``start_delay`` passed without the ready line: play anyway, with a warning."""
+        if self.started:
+            return []
+        self.started = True
+        return [LogInfo(msg=f"qdbev_node did not log '{READY_MARKER}' within start_delay: playing the bag anyway "
+                            "(the first camera sets may be lost)"), *self.actions]
 
 
 def generate_launch_description():
@@ -35,8 +64,8 @@ def generate_launch_description():
         DeclareLaunchArgument("bag", description="rosbag2 folder to play"),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed"),
         DeclareLaunchArgument("loop", default_value="false", description="loop the bag"),
-        DeclareLaunchArgument("start_delay", default_value="5.0",
-                              description="seconds to wait before playing (node startup)"),
+        DeclareLaunchArgument("start_delay", default_value="120.0",
+                              description="longest wait for the node's ready line before playing anyway, seconds"),
         DeclareLaunchArgument("model", default_value="nano-w4a6-qdbev",
                               description="model name in models/manifest.yaml or a .safetensors path"),
         DeclareLaunchArgument("backend", default_value="onnxruntime", description="torch | onnxruntime | tensorrt"),
@@ -46,7 +75,9 @@ def generate_launch_description():
                               description="raw | compressed: the image type the bag holds"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "qdbev.yaml"]),
                               description="node parameters file"),
-        DeclareLaunchArgument("use_rviz", default_value="true", description="start RViz with config/qdbev.rviz"),
+        DeclareLaunchArgument("namespace", default_value="", description="ROS namespace of the node"),
+        DeclareLaunchArgument("use_rviz", default_value="true",
+                              description="start RViz with config/qdbev.rviz (skipped, with a message, without rviz2)"),
         DeclareLaunchArgument("fastdds_profile",
                               default_value=PathJoinSubstitution([share, "config", "fastdds_shm.xml"]),
                               description="FASTDDS_DEFAULT_PROFILES_FILE for the processes started here"),
@@ -59,6 +90,7 @@ def generate_launch_description():
             "camera_namespace": LaunchConfiguration("camera_namespace"),
             "image_transport": LaunchConfiguration("image_transport"),
             "params_file": LaunchConfiguration("params_file"),
+            "namespace": LaunchConfiguration("namespace"),
             "use_rviz": LaunchConfiguration("use_rviz"),
             "fastdds_profile": LaunchConfiguration("fastdds_profile"),
         }.items(),
@@ -73,7 +105,9 @@ def generate_launch_description():
         output="screen",
         condition=IfCondition(LaunchConfiguration("loop")),
     )
+    play = PlayOnce([play_once, play_loop])
     return LaunchDescription(args + [
+        RegisterEventHandler(OnProcessIO(on_stdout=play.on_output, on_stderr=play.on_output)),
         detector,
-        TimerAction(period=LaunchConfiguration("start_delay"), actions=[play_once, play_loop]),
+        TimerAction(period=LaunchConfiguration("start_delay"), actions=[OpaqueFunction(function=play.on_timeout)]),
     ])

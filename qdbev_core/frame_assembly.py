@@ -465,7 +465,8 @@ def load_extrinsics_yaml(path: str | Path, camera_names: Sequence[str] = CAMERA_
             translation: [x, y, z]      # metres, camera origin in base_link
             rotation: [w, x, y, z]      # unit quaternion, optical frame -> base_link
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file and key, and
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file and key (also when the top level
+    is not a mapping, or its ``frame_id`` is not ``target_frame`` where that is given), and
     ``MissingExtrinsicsError`` / ``InvalidExtrinsicsError`` naming the camera.
     """
     import yaml
@@ -474,12 +475,17 @@ def load_extrinsics_yaml(path: str | Path, camera_names: Sequence[str] = CAMERA_
     if not path.is_file():
         raise FileNotFoundError(f"{path}: calibration YAML not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__} ({str(data)[:60]!r})"
+        raise ValueError(f"{path}: the file is {what}, expected a mapping with 'frame_id:' and 'cameras:' "
+                         "(format: config/calibration_nuscenes.yaml)")
     if target_frame is not None and data.get("frame_id", target_frame) != target_frame:
-        raise ValueError(f"{path}: transforms map into {data.get('frame_id')!r}, but frame {target_frame!r} "
-                         "is needed")
+        raise ValueError(f"{path}: transforms map into frame_id {data.get('frame_id')!r}, but the node's frame_id "
+                         f"is {target_frame!r}; use a calibration for {target_frame!r} or set the node's frame_id "
+                         f"to {data.get('frame_id')!r}")
     cams = data.get("cameras")
     if not isinstance(cams, dict):
         raise ValueError(f"{path}: no 'cameras:' mapping")

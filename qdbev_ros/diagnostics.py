@@ -2,21 +2,23 @@
 
 ``DiagnosticsState`` is thread-safe: the executor thread records image arrivals and calibration
 problems, the worker thread records processed frames and errors, and a 1 Hz timer builds the
-``diagnostic_msgs/DiagnosticArray`` with ``build``. It also decides what is logged: ``record_error``
-returns ``True`` only the first time a ``(source, kind)`` pair is seen, so each kind of bad input
-is logged once and only counted afterwards.
+``diagnostic_msgs/DiagnosticArray`` with ``build``. (What is logged is decided by the node with
+``qdbev_ros.log_limit.LogLimiter``; ``record_error`` only counts.)
 
 Statuses (``name`` / ``hardware_id``):
 
 - ``qdbev_node: pipeline`` — state (waiting for calibration / running), sets received, processed,
   published, dropped (newest set wins), unmatched camera messages, engine errors, bad frames,
-  time jumps backwards, duplicate stamps, latency p50/max (ms) over the last ``window_s``, last
-  stage timings. ERROR while waiting for calibration, while a required camera is stale, or after
-  an engine error in the last ``error_hold_s``; WARN after other bad input in that window.
+  time jumps backwards, forward time gaps, duplicate stamps, latency p50/max (ms) over the last
+  ``window_s``, last stage timings. ERROR while waiting for calibration, while a required camera
+  is stale, while the node's watchdog reports a stall (``set_stall``: images arrive but no camera
+  set forms, or sets form but nothing is published, for longer than ``camera_timeout_s``), or
+  after an engine error in the last ``error_hold_s``; WARN after other bad input in that window.
 - ``qdbev_node: camera <NAME>`` (hardware_id = camera name) — rate (Hz), messages, seconds since
   the last image, error counts per kind, the last error. ERROR when no image came for
   ``camera_timeout_s`` (``stale``), when calibration is missing, or after a bad image in the last
-  ``error_hold_s`` (bad image or rejected CameraInfo); WARN after duplicate / out-of-order stamps.
+  ``error_hold_s`` (bad image or rejected CameraInfo), or while the stall names this camera (its
+  stamps are off the others'); WARN after duplicate / out-of-order stamps.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ PIPELINE = "pipeline"
 OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
 _LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
 
-WARN_KINDS = frozenset({"ego_pose", "duplicate_stamp", "out_of_order", "time_backwards"})
+WARN_KINDS = frozenset({"ego_pose", "duplicate_stamp", "out_of_order", "time_backwards", "time_gap"})
 """Error kinds that make a status WARN (the node works around them); all others make it ERROR."""
 
 
@@ -86,6 +88,8 @@ class DiagnosticsState:
         self._outputs: deque = deque(maxlen=512)
         self.last_timing: dict[str, float] = {}
         self.unmatched: dict[str, int] = {n: 0 for n in self.camera_names}
+        self._stall = ""
+        self._stall_camera: tuple[str, str] | None = None  # (camera, message)
 
     # ---- recording -----------------------------------------------------------------------------
 
@@ -121,6 +125,18 @@ class DiagnosticsState:
             first = key not in self._seen
             self._seen.add(key)
             return first
+
+    def set_stall(self, message: str, camera: str | None = None, camera_message: str = "") -> None:
+        """The watchdog's verdict: ``message`` (``""`` = no stall) keeps the pipeline ERROR; a named
+        ``camera`` is ERROR with ``camera_message`` for as long as the stall lasts."""
+        with self._lock:
+            self._stall = message
+            self._stall_camera = (camera, camera_message) if message and camera else None
+
+    @property
+    def stall(self) -> str:
+        with self._lock:
+            return self._stall
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -159,6 +175,16 @@ class DiagnosticsState:
         with self._lock:
             return self._cams[camera].received
 
+    def last_error_text(self) -> str:
+        """``"<source> <kind>: <message>"`` of the most recent error anywhere, ``""`` if none."""
+        with self._lock:
+            srcs = [(PIPELINE, self._pipe), *self._cams.items()]
+            errs = [(s.last_error[2], n, s.last_error) for n, s in srcs if s.last_error is not None]
+        if not errs:
+            return ""
+        _, name, (kind, msg, _) = max(errs, key=lambda e: e[0])
+        return f"{name} {kind}: {msg}"
+
     def stale_cameras(self) -> list[str]:
         with self._lock:
             return [n for n, s in self._cams.items() if s.stale]
@@ -187,6 +213,8 @@ class DiagnosticsState:
             level, msg = OK, "calibrated; waiting for the engine"
         elif s.stale:
             level, msg = ERROR, f"no image for {age:.1f} s (camera_timeout_s {self.camera_timeout_s:g})"
+        elif self._stall_camera is not None and self._stall_camera[0] == name:
+            level, msg = ERROR, self._stall_camera[1]
         elif recent:
             kind, text, _ = s.last_error
             level = WARN if kind in WARN_KINDS else ERROR
@@ -219,6 +247,8 @@ class DiagnosticsState:
             level, msg = OK, "loading"
         elif stale and (not allow_missing or len(stale) == len(self._cams)):
             level, msg = ERROR, f"no detections: camera(s) {', '.join(stale)} stopped"
+        elif self._stall:
+            level, msg = ERROR, self._stall
         elif recent:
             kind, text, _ = p.last_error
             level = WARN if kind in WARN_KINDS else ERROR
@@ -241,6 +271,8 @@ class DiagnosticsState:
             ("bad_frames", str(c["bad_frames"])),
             ("engine_errors", str(p.errors.get("engine", 0))),
             ("time_jumps_backwards", str(c["time_backwards"])),
+            ("time_gaps_forward", str(c["time_gap"])),
+            ("stalled", "true" if self._stall else "false"),
             ("duplicate_stamps", str(c["duplicate_stamp"])),
             ("temporal_resets", str(c["temporal_resets"])),
             ("frames_without_ego_pose", str(c["no_ego_pose"])),

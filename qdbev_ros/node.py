@@ -3,14 +3,18 @@
 Inner workings (the Autoware camera-BEV node pattern, DESIGN.md section 5):
 
 1. Parameters are declared with descriptions and ranges (``config/qdbev.yaml``); bad values stop
-   the node with one clear FATAL line.
+   the node with one clear FATAL line (an integer literal for a float parameter is taken as the
+   float). ``LIVE_PARAMETERS`` can change at run time (``ros2 param set``) and take effect with
+   the next message; every other parameter is declared read-only, so ``SetParameters`` refuses
+   it with a reason instead of accepting a value that would be ignored (docs/NODE.md).
 2. The engine is loaded first (a missing or corrupt model file is fatal within seconds, naming
    the file). CameraInfo of all six cameras and their camera -> ``frame_id`` extrinsics (TF via
    ``tf2_ros`` when importable, else our own ``/tf_static`` subscription; or a calibration YAML)
    are collected and validated by ``qdbev_core.frame_assembly``; the node reports what it is
    still waiting for in the log (once) and on ``/diagnostics``.
 3. Only then are the images subscribed (sensor-data QoS). An approximate-time synchronizer
-   (``qdbev_ros.sync``: ``message_filters`` when importable) groups the six streams; each
+   (``qdbev_core.sync.ApproxTimeSync``, also where ``message_filters`` is importable: its queue
+   overflow drops the newest message after a bag loop) groups the six streams; each
    complete set replaces the pending one in a one-slot mailbox (the replaced set is counted as
    dropped: newest wins, no backlog).
 4. A worker thread (off the executor thread that receives images) decodes the images, assembles
@@ -20,10 +24,14 @@ Inner workings (the Autoware camera-BEV node pattern, DESIGN.md section 5):
    one header (stamp = CAM_FRONT's header stamp, ``frame_id`` parameter), markers and timings.
    Consumers pair the two by exact stamp (``qdbev_ros.conversions.msg_to_detections``).
 
-Bad input never stops the node: each problem is logged once per (camera, kind), counted, and
+Bad input never stops the node: each problem is logged (rate-limited per (camera, kind) by
+``qdbev_ros.log_limit.LogLimiter``: a new episode is logged, a burst is summarized), counted, and
 reported on ``/diagnostics``; frames with bad images are skipped (no output rather than wrong
-output). Time going backwards (a bag loop) resets the engine's temporal state; an exception in
-the engine skips that frame.
+output). Time going backwards (a bag loop) or a forward gap longer than the temporal fusion's
+``max_gap_s`` resets the engine's temporal state (logged and counted); an exception in the engine
+skips that frame. A watchdog turns "images arrive but no camera set forms" (one camera's stamps
+off the others') and "sets form but nothing is published" into ERROR after ``camera_timeout_s``,
+naming the camera and its offset.
 
 Run: ``ros2 run qdbev qdbev_node --ros-args --params-file config/qdbev.yaml`` or, from the venv,
 ``qdbev_node --ros-args --params-file config/qdbev.yaml`` / ``python -m qdbev_ros.node ...``.
@@ -31,6 +39,8 @@ Run: ``ros2 run qdbev qdbev_node --ros-args --params-file config/qdbev.yaml`` or
 
 from __future__ import annotations
 
+import re
+import signal
 import sys
 import threading
 import time
@@ -39,13 +49,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+
+def _exit_0_on_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise SystemExit(0)
+
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "qdbev_node":
+    # Ctrl-C while the process still imports rclpy / numpy / torch (seconds on a loaded machine;
+    # a launch system may stop it then) is a clean stop, not a KeyboardInterrupt traceback;
+    # main() puts Python's handler back before rclpy installs its own.
+    signal.signal(signal.SIGINT, _exit_0_on_sigint)
+
+from collections import deque
+
 import numpy as np
 import rclpy
 import rclpy.time
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64, Header
@@ -66,13 +91,16 @@ from qdbev_core.types import CAMERA_NAMES, Detections
 
 from .conversions import copy_header, detections_to_msg, stamp_to_seconds, velocities_to_msg
 from .diagnostics import PIPELINE, DiagnosticsState
+from .log_limit import LogLimiter
 from .markers import detections_to_markers
 from .ros_io import camera_info_to_intrinsics, msg_to_rgb, pose_to_matrix, transform_to_matrix
 from .sync import SyncInput, make_synchronizer, stamp_ns
 
 NODE_NAME = "qdbev_node"
 
-__all__ = ["NODE_NAME", "NodeStartupError", "QdbevNode", "main"]
+__all__ = ["LIVE_PARAMETERS", "NODE_NAME", "NodeStartupError", "QdbevNode", "main", "spin_until_shutdown"]
+
+RCLError = _rclpy_impl.RCLError
 
 
 class NodeStartupError(RuntimeError):
@@ -110,7 +138,7 @@ _PARAMS: list[tuple[str, Any, str, dict]] = [
      "sidecar).", {}),
     ("backend", "torch", "Inference backend: torch | onnxruntime | tensorrt (as qdbev_core.engine.load_engine "
      "supports).", {}),
-    ("device", "cpu", "Device of the torch backend: cpu | cuda.", {}),
+    ("device", "cpu", "Device of the torch / tensorrt backend: cpu | cuda | cuda:<index>.", {}),
     ("score_threshold", 0.05, "Detections scoring below this are not published [0, 1].",
      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
     ("max_detections", 300, "At most this many detections per frame (top-k over queries x classes).",
@@ -155,6 +183,17 @@ _PARAMS: list[tuple[str, Any, str, dict]] = [
 ]
 PARAMETER_NAMES = tuple(p[0] for p in _PARAMS)
 
+LIVE_PARAMETERS = frozenset({
+    "score_threshold", "max_detections", "marker_score_threshold", "allow_missing_cameras", "camera_timeout_s",
+    "error_hold_s", "ego_pose_tolerance_s", "slop", "queue_size",
+})
+"""Parameters that ``SetParameters`` may change while the node runs (applied to the next message).
+All others are declared read-only: they shape subscriptions, publishers, the engine or the
+calibration, which are built once at startup."""
+
+DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
+"""Accepted values of the ``device`` parameter (full match)."""
+
 
 class QdbevNode(Node):
     """The detector node (see the module docstring).
@@ -174,6 +213,7 @@ class QdbevNode(Node):
         self.diag = DiagnosticsState(self.camera_names, self.p["camera_timeout_s"],
                                      error_hold_s=self.p["error_hold_s"])
         self._logged: set[tuple[str, str]] = set()
+        self._limiter = LogLimiter()
         self._lock = threading.Lock()
         self._started = time.monotonic()
 
@@ -212,29 +252,41 @@ class QdbevNode(Node):
         # images (subscribed once calibration is complete)
         self._image_subs: list = []
         self._inputs = [SyncInput() for _ in self.camera_names]
-        self.sync = make_synchronizer(self._inputs, self.p["queue_size"], self.p["slop"], self._on_set)
+        # always our synchronizer: message_filters' drops the newest message of a full queue after
+        # a jump back in time and never flushes, so a bag loop stalls it (issue 18)
+        self.sync = make_synchronizer(self._inputs, self.p["queue_size"], self.p["slop"], self._on_set,
+                                      prefer_fallback=True)
         self._arrivals: dict[tuple[int, int], float] = {}
         self._last_cam_stamp: list[int | None] = [None] * len(self.camera_names)
         self._latest: list[Any] = [None] * len(self.camera_names)
         self._used = [0] * len(self.camera_names)
         self._last_degraded_ns = -1
+        # watchdog: stamp - receipt per camera (seconds), last set / output, live-since
+        self._stamp_skew = [deque(maxlen=8) for _ in self.camera_names]
+        self._last_set_mono: float | None = None
+        self._last_output_mono: float | None = None
+        self._skipped_since_output = 0
+        self._offset_since: float | None = None
 
         # worker: one-slot mailbox, newest set wins
         self._cv = threading.Condition()
         self._pending: tuple | None = None
         self._stop = False
         self._last_stamp: float | None = None
+        self._dropped_at_last_frame = 0
         self._worker = threading.Thread(target=self._work, name="qdbev_worker", daemon=True)
         self._worker.start()
 
         self._startup_timer = self.create_timer(0.2, lambda: self._guarded(self._check_startup))
         self._last_watchdog = time.monotonic()
         self._watchdog = self.create_timer(0.1, lambda: self._guarded(self._check_cameras))
+        self.add_pre_set_parameters_callback(self._coerce_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         extr = (f"TF {self.p['frame_id']} <- camera" if self.p["calibration_source"] == "tf"
                 else self.p["calibration_file"])
         self.get_logger().info(
-            f"qdbev_node: engine {getattr(self.engine, 'name', type(self.engine).__name__)} ready; waiting for "
-            f"CameraInfo on {', '.join(self.camera_info_topics)} and extrinsics ({extr}); "
+            f"qdbev_node: engine {getattr(self.engine, 'name', type(self.engine).__name__)} "
+            f"ready; waiting for CameraInfo on {', '.join(self.camera_info_topics)} and extrinsics ({extr}); "
             f"synchronizer: {type(self.sync).__module__}.{type(self.sync).__name__}"
         )
 
@@ -243,8 +295,13 @@ class QdbevNode(Node):
     def _declare_parameters(self) -> dict[str, Any]:
         p: dict[str, Any] = {}
         for name, default, text, extra in _PARAMS:
+            live = name in LIVE_PARAMETERS
+            text += (" Changeable at run time." if live
+                     else " Read-only at run time: set it at startup (params file / -p) and restart to change it.")
+            self._coerce_override(name, default)
             try:
-                p[name] = self.declare_parameter(name, default, ParameterDescriptor(description=text, **extra)).value
+                p[name] = self.declare_parameter(
+                    name, default, ParameterDescriptor(description=text, read_only=not live, **extra)).value
             except Exception as exc:  # noqa: BLE001 - rclpy raises several parameter exception types
                 raise NodeStartupError(f"parameter {name!r}: {exc}") from exc
 
@@ -253,6 +310,8 @@ class QdbevNode(Node):
                 raise NodeStartupError(f"parameter {name!r} is {p[name]!r}; use one of {', '.join(options)}")
 
         choice("image_transport", ("raw", "compressed"))
+        if not re.fullmatch(DEVICE_PATTERN, p["device"]):
+            raise NodeStartupError(f"parameter 'device' is {p['device']!r}; use cpu, cuda or cuda:<index>")
         choice("calibration_source", ("tf", "file"))
         choice("ego_pose_source", ("tf", "odometry", "none"))
         if not p["model"]:
@@ -267,6 +326,69 @@ class QdbevNode(Node):
         self.image_topics = [t or f"{ns}/{c}/{suffix}" for t, c in zip(p["image_topics"], CAMERA_NAMES)]
         self.camera_info_topics = [t or f"{ns}/{c}/camera_info" for t, c in zip(p["camera_info_topics"], CAMERA_NAMES)]
         return p
+
+    def _coerce_override(self, name: str, default: Any) -> None:
+        """An integer override of a float parameter (``-p score_threshold:=1``) becomes that float.
+
+        rclpy would refuse it as a type mismatch, which stops the node; ``1`` for a threshold is
+        clearly ``1.0``. (The overrides dict is rclpy's own; there is no public setter.)
+        """
+        overrides = getattr(self, "_parameter_overrides", None)
+        given = None if overrides is None else overrides.get(name)
+        if isinstance(default, float) and given is not None and given.type_ == Parameter.Type.INTEGER:
+            overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(given.value))
+
+    def _coerce_parameters(self, params: list[Parameter]) -> list[Parameter]:
+        """Pre-set callback: integers for float parameters become floats (as at startup)."""
+        out = []
+        for prm in params:
+            if prm.type_ == Parameter.Type.INTEGER and self._declared_type(prm.name) == Parameter.Type.DOUBLE:
+                prm = Parameter(prm.name, Parameter.Type.DOUBLE, float(prm.value))
+            out.append(prm)
+        return out
+
+    def _declared_type(self, name: str) -> Parameter.Type | None:
+        try:
+            return Parameter.Type(self.describe_parameter(name).type)
+        except Exception:  # noqa: BLE001 - not declared
+            return None
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Apply run-time changes of ``LIVE_PARAMETERS``; refuse anything else with the reason.
+
+        (rclpy refuses read-only parameters before this callback; the check here covers
+        parameters declared without the flag by a subclass.)
+        """
+        for prm in params:
+            if prm.name not in LIVE_PARAMETERS and prm.name in PARAMETER_NAMES:
+                return SetParametersResult(successful=False, reason=(
+                    f"{prm.name} cannot change while the node runs (it is used once at startup); "
+                    f"restart the node with -p {prm.name}:=<value> or the params file"))
+        new = dict(self.p)
+        new.update({prm.name: prm.value for prm in params if prm.name in PARAMETER_NAMES})
+        try:
+            self._apply_live(new)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        changed = ", ".join(f"{prm.name}={prm.value!r}" for prm in params)
+        self.get_logger().info(f"parameters changed at run time: {changed}")
+        return SetParametersResult(successful=True)
+
+    def _apply_live(self, new: dict[str, Any]) -> None:
+        """Make the live parameters of ``new`` effective (ValueError, nothing changed, if not possible)."""
+        sync = getattr(self, "sync", None)
+        if (new["slop"], new["queue_size"]) != (self.p["slop"], self.p["queue_size"]):
+            if not hasattr(sync, "configure"):
+                raise ValueError(f"slop / queue_size cannot change on {type(sync).__name__}; restart the node")
+            sync.configure(new["queue_size"], new["slop"])
+        engine = getattr(self, "engine", None)
+        if engine is not None and hasattr(engine, "score_threshold"):
+            engine.score_threshold = float(new["score_threshold"])  # lower thresholds need the engine's
+        if engine is not None and hasattr(engine, "topk"):
+            engine.topk = int(new["max_detections"])
+        self.diag.camera_timeout_s = float(new["camera_timeout_s"])
+        self.diag.error_hold_s = float(new["error_hold_s"])
+        self.p = new
 
     def _velocity_publisher(self):
         """``~/detections/velocity`` publisher, or ``None`` (one warning) where qdbev_msgs is missing."""
@@ -293,15 +415,27 @@ class QdbevNode(Node):
 
     # ---- logging / counting helpers -------------------------------------------------------------
 
-    def _report(self, source: str, kind: str, message: str, level: str = "error", log_key: str | None = None) -> None:
-        """Count a problem in diagnostics; log it the first time its (source, kind) is seen."""
+    def _report(self, source: str, kind: str, message: str, level: str = "error", log_key: str | None = None,
+                magnitude: float | None = None) -> None:
+        """Count a problem in diagnostics; log it rate-limited per (source, kind) (``LogLimiter``).
+
+        A new episode of the problem is logged, and so is one whose ``magnitude`` (a time jump's
+        size) clearly exceeds the episode's so far; within a burst one line per ``repeat_s`` says
+        how many occurrences were only counted.
+        """
         self.diag.record_error(source, kind, message)
-        key = (source, log_key or kind)
-        with self._lock:
-            first = key not in self._logged
-            self._logged.add(key)
-        if first:
-            self._emit(level, f"[{kind}] {message} (logged once; further occurrences are counted on /diagnostics)")
+        self._log_limited((source, log_key or kind), level, f"[{kind}] {message}", magnitude)
+
+    def _log_limited(self, key: tuple[str, str], level: str, text: str, magnitude: float | None = None) -> None:
+        decision = self._limiter.check(key, magnitude)
+        if not decision.log:
+            return
+        lim = self._limiter
+        if decision.new_episode:
+            note = f"repeats within {lim.quiet_s:g} s are counted on /diagnostics, one line per {lim.repeat_s:g} s"
+        else:
+            note = f"still happening: {decision.suppressed} more since the last line, counted on /diagnostics"
+        self._emit(level, f"{text} ({note})")
 
     def _log_once(self, key: tuple[str, str], level: str, message: str) -> None:
         with self._lock:
@@ -327,7 +461,7 @@ class QdbevNode(Node):
         if src == "file":
             path = resolve_config_path(self.p["calibration_file"])
             try:
-                self._extrinsics = load_extrinsics_yaml(path, self.camera_names)
+                self._extrinsics = load_extrinsics_yaml(path, self.camera_names, target_frame=self.p["frame_id"])
             except (OSError, ValueError) as exc:
                 raise NodeStartupError(f"calibration file {path}: {exc}") from exc
         need_tf = src == "tf" or ego == "tf"
@@ -467,6 +601,8 @@ class QdbevNode(Node):
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - the executor must keep running
+            if not self.context.ok():
+                return  # Ctrl-C shut the context down under this callback (publish fails): not a fault
             self._report(PIPELINE, "internal", f"unexpected {type(exc).__name__} in {fn.__name__}: {exc}\n"
                          f"{traceback.format_exc()}")
 
@@ -482,9 +618,11 @@ class QdbevNode(Node):
             self.diag.count("duplicate_stamp")
             return
         if last is not None and t < last:
+            self._stamp_skew[index].clear()  # the camera's offset before the jump no longer applies
             self._report(cam, "out_of_order", f"{cam}: stamp went backwards by {(last - t) * 1e-9:.3f} s "
-                         "(out-of-order delivery or a bag loop)", level="warning")
+                         "(out-of-order delivery or a bag loop)", level="warning", magnitude=(last - t) * 1e-9)
         self._last_cam_stamp[index] = t
+        self._stamp_skew[index].append(t * 1e-9 - now)
         self._latest[index] = msg
         with self._lock:
             self._arrivals[(index, t)] = now
@@ -507,6 +645,7 @@ class QdbevNode(Node):
                 if m is not None:
                     self._used[i] += 1
         first = min((a for a in arrivals if a is not None), default=time.monotonic())
+        self._last_set_mono = time.monotonic()
         self.diag.count("sets_received")
         with self._cv:
             if self._pending is not None:
@@ -526,7 +665,7 @@ class QdbevNode(Node):
         if max(ts) - min(ts) >= int(self.p["slop"] * 1e9) or min(ts) <= self._last_degraded_ns:
             return
         self._last_degraded_ns = max(ts)
-        self._log_once((PIPELINE, "degraded"), "warning",
+        self._log_limited((PIPELINE, "degraded"), "warning",
                        f"running without camera(s) {', '.join(sorted(stale))} (allow_missing_cameras=true): "
                        "black images stand in for them; detections in their view are unreliable")
         self._push([self._latest[i] if i in live else None for i in range(len(self.camera_names))], degraded=True)
@@ -550,6 +689,8 @@ class QdbevNode(Node):
                                         f"{self.p['camera_timeout_s']:g}) on {topic}; {what}")
             else:
                 self.get_logger().info(f"{cam}: images are arriving again")
+        if not late:
+            self._check_stall(now)
         queues = getattr(self.sync, "queues", None)
         with self._lock:
             unmatched = {}
@@ -558,6 +699,80 @@ class QdbevNode(Node):
                 received = self.diag.received(cam)
                 unmatched[cam] = max(0, received - self._used[i] - queued)
         self.diag.set_unmatched(unmatched)
+
+    def _stamp_offsets(self, cameras: Sequence[int]) -> dict[str, float]:
+        """Each camera's stamp offset (s) from the median camera, from stamp - receipt time.
+
+        Per camera the largest of its last 8 ``stamp - receipt`` values: a late receipt (a busy
+        executor) only lowers the value, so the largest is the nearest to the true offset.
+        """
+        skews = {self.camera_names[i]: max(self._stamp_skew[i]) for i in cameras if self._stamp_skew[i]}
+        if not skews:
+            return {}
+        median = float(np.median(list(skews.values())))
+        return {cam: v - median for cam, v in skews.items()}
+
+    def _stall_verdict(self, now: float) -> tuple[str, str | None, str] | None:
+        """``(pipeline message, camera, camera message)`` of a stall, ``("", None, "")`` for none, or
+        ``None`` while it cannot be judged (not running; a stopped camera, reported as such).
+
+        A stall: all required cameras deliver images, yet one camera's stamps are more than
+        ``camera_timeout_s`` off the others' (it is as stale as a stopped camera, whether or not its
+        queued images still pair with the others'), or no camera set formed for longer than
+        ``camera_timeout_s``, or sets form but none was published for that long.
+        """
+        timeout = self.p["camera_timeout_s"]
+        stale = set(self.diag.stale_cameras())
+        live = [i for i, c in enumerate(self.camera_names) if c not in stale]
+        running = self.diag.running_since
+        if self._rig is None or running is None or not live or (stale and not self.p["allow_missing_cameras"]):
+            return None  # not running yet, or a stopped camera (reported as such) explains it
+        offsets = self._stamp_offsets(live)
+        cam, off = max(offsets.items(), key=lambda kv: abs(kv[1]), default=(None, 0.0))
+        where = "ahead of" if off > 0 else "behind"
+        if cam is None or abs(off) <= timeout:
+            self._offset_since = None
+        elif self._offset_since is None:
+            self._offset_since = now  # must last camera_timeout_s: cameras of a bag loop jump one by one
+        if self._offset_since is not None and now - self._offset_since > timeout:
+            cam_msg = (f"stamps {abs(off):.3f} s {where} the other cameras' (more than camera_timeout_s "
+                       f"{timeout:g}): check this camera's clock / driver")
+            return (f"{cam}'s stamps are {off:+.3f} s off the other cameras' (more than camera_timeout_s "
+                    f"{timeout:g}): its images cannot be paired with theirs in time", cam, cam_msg)
+        # measured from the last set, not from when a stopped camera came back: a camera that
+        # returns with bad stamps must not reset the clock (diagnostics would flap to OK)
+        no_set = now - max(self._last_set_mono or 0.0, running)
+        if no_set > timeout:
+            head = (f"no camera set for {no_set:.1f} s although the cameras deliver images "
+                    f"(camera_timeout_s {timeout:g})")
+            if cam is not None and abs(off) >= self.p["slop"]:
+                cam_msg = (f"stamps {abs(off):.3f} s {where} the other cameras' (slop {self.p['slop']:g} s): "
+                           "no set can form; check this camera's clock / driver")
+                return f"{head}: {cam}'s stamps are {off:+.3f} s off the others'", cam, cam_msg
+            spread = max((abs(v) for v in offsets.values()), default=0.0)
+            return (f"{head}; their stamps agree within {spread:.3f} s: check slop "
+                    f"({self.p['slop']:g} s) and queue_size", None, "")
+        no_output = now - max(self._last_output_mono or 0.0, running)
+        if self._skipped_since_output > 0 and no_output > timeout:
+            last = self.diag.last_error_text()
+            return (f"camera sets arrive but nothing was published for {no_output:.1f} s "
+                    f"({self._skipped_since_output} sets skipped; last problem: {last or 'none recorded'})",
+                    None, "")
+        return "", None, ""
+
+    def _check_stall(self, now: float) -> None:
+        """Watchdog: report a stall (ERROR on /diagnostics, one log line per episode) and its end."""
+        verdict = self._stall_verdict(now)
+        if verdict is None:
+            return  # keep the current state: a camera flapping stale under load ends no stall
+        msg, cam, cam_msg = verdict
+        was = self.diag.stall
+        self.diag.set_stall(msg, cam, cam_msg)
+        if msg and not was:
+            self.diag.count("stalls")
+            self._emit("error", f"[stall] {msg}")
+        elif was and not msg:
+            self.get_logger().info("camera sets form and are published again (stall over)")
 
     # ---- worker thread ---------------------------------------------------------------------------
 
@@ -570,7 +785,8 @@ class QdbevNode(Node):
                     return
                 item, self._pending = self._pending, None
             try:
-                self.process_set(*item)
+                if self.process_set(*item) is None:
+                    self._skipped_since_output += 1
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
                 if self._stop or not self.context.ok():
                     # Ctrl-C shuts the context down before destroy_node() stops this thread: the
@@ -596,7 +812,7 @@ class QdbevNode(Node):
             self.diag.count("no_ego_pose")
             what = (f"TF {self.p['odom_frame']} -> {self.p['frame_id']}" if src == "tf"
                     else f"nav_msgs/Odometry on {self.p['odometry_topic']}")
-            self._log_once((PIPELINE, "no_ego_pose"), "warning",
+            self._log_limited((PIPELINE, "no_ego_pose"), "warning",
                            f"no ego pose from {what} within {self.p['ego_pose_tolerance_s']:g} s of a frame: "
                            "temporal fusion is off for such frames (set ego_pose_source:=none to silence)")
             return None
@@ -647,7 +863,9 @@ class QdbevNode(Node):
             self.diag.count("temporal_resets")
             self._report(PIPELINE, "time_backwards", f"time jumped backwards by {last - frame.stamp:.3f} s "
                          f"({last:.3f} -> {frame.stamp:.3f}; bag loop or clock reset?): temporal state reset",
-                         level="warning")
+                         level="warning", magnitude=last - frame.stamp)
+        elif last is not None and frame.stamp - last > self._max_gap_s():
+            self._report_forward_gap(last, frame.stamp)
         elif last is not None and frame.stamp == last:
             self.diag.count("duplicate_stamp")
             self._report(PIPELINE, "duplicate_stamp", f"a second camera set with stamp {frame.stamp:.6f} s was "
@@ -655,13 +873,14 @@ class QdbevNode(Node):
             return None
 
         try:
-            det = self.engine.detect(frame)
+            det = self._filter_output(self.engine.detect(frame))
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
             self._report(PIPELINE, "engine", f"engine failed on the frame at {frame.stamp:.3f} s: "
                          f"{type(exc).__name__}: {exc}; frame skipped", log_key=f"engine:{type(exc).__name__}")
             self.get_logger().debug(traceback.format_exc())
             return None
         self._last_stamp = frame.stamp
+        self._dropped_at_last_frame = self.diag.counters["dropped_sets"]
 
         header = Header(frame_id=self.p["frame_id"])
         header.stamp = front.header.stamp
@@ -685,7 +904,39 @@ class QdbevNode(Node):
         latency = (time.monotonic() - arrival) * 1e3
         self.pub_latency.publish(Float64(data=latency))
         self.diag.record_output(latency, {f"{k}_ms": v for k, v in stages.items()})
+        self._last_output_mono = time.monotonic()
+        self._skipped_since_output = 0
         return det
+
+    def _report_forward_gap(self, last: float, stamp: float) -> None:
+        """A forward gap the temporal fusion does not bridge: reset it, count, say why it happened."""
+        self.engine.reset()
+        self.diag.count("time_gap")
+        self.diag.count("temporal_resets")
+        dropped = self.diag.counters["dropped_sets"]
+        skipped = dropped - self._dropped_at_last_frame
+        why = (f"{skipped} camera sets were dropped meanwhile because the node is slower than the cameras "
+               "(newest set wins)" if skipped > 0 else "no camera sets in between: a stall, lost images or a "
+               "paused bag")
+        self._report(PIPELINE, "time_gap", f"time jumped forward by {stamp - last:.3f} s ({last:.3f} -> {stamp:.3f}), "
+                     f"more than the temporal fusion's {self._max_gap_s():g} s: temporal state reset; {why}",
+                     level="warning", magnitude=stamp - last)
+
+    def _max_gap_s(self) -> float:
+        """Largest forward stamp gap the engine's temporal fusion bridges (else it resets)."""
+        temporal = getattr(self.engine, "temporal", None)
+        return float(getattr(temporal, "max_gap_s", 1.5))
+
+    def _filter_output(self, det: Detections) -> Detections:
+        """Detections at or above ``score_threshold``, at most ``max_detections`` (both live)."""
+        scores = np.asarray(det.scores)
+        keep = np.flatnonzero(scores >= self.p["score_threshold"])
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.p["max_detections"]]
+        if len(keep) == len(scores):
+            return det
+        keep.sort()
+        return Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
+                          class_names=det.class_names)
 
     # ---- diagnostics / shutdown --------------------------------------------------------------------
 
@@ -704,22 +955,54 @@ class QdbevNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    """Console script ``qdbev_node``: run the node until Ctrl-C / shutdown; 1 on a fatal error."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = QdbevNode()
-    except NodeStartupError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"{exc}")
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+def spin_until_shutdown(executor, context) -> None:
+    """Spin ``executor`` until Ctrl-C or shutdown of ``context``; shutdown is never an error.
+
+    rclpy's SIGINT handler shuts the context down asynchronously: when that lands between the
+    executor's ``context.ok()`` check and its wait-set creation, rclpy raises ``RCLError`` ("failed
+    to initialize wait set: the given context is not valid") instead of returning. That is the
+    shutdown the user asked for, so it ends the spin like ``KeyboardInterrupt`` does; an
+    ``RCLError`` while the context is still valid is a real error and propagates.
+    """
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if context.ok():
+            raise
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``qdbev_node``: run the node until Ctrl-C / shutdown; 1 on a fatal error.
+
+    Ctrl-C at any moment (while the engine loads, while spinning, during cleanup) exits 0.
+    """
+    if signal.getsignal(signal.SIGINT) is _exit_0_on_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
+
+
+def _run(args: list[str] | None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = QdbevNode()
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if not rclpy.ok():  # Ctrl-C while starting: whatever failed, it failed because of the shutdown
+            return 0
+        if not isinstance(exc, NodeStartupError):
+            raise
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"{exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    try:
+        executor.add_node(node)
+        spin_until_shutdown(executor, node.context)
     finally:
         executor.shutdown()
         node.destroy_node()

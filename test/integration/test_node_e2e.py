@@ -122,7 +122,8 @@ class RigPublisher:
     """This process's rclpy side: six cameras + CameraInfo + TF out, the node's outputs in.
 
     ``publish_set(stamp)`` sends one image per camera at ``stamp + offset`` (nuScenes offsets) and
-    the CameraInfos; ``override`` changes one camera's message (encoding, size, skip). Received
+    the CameraInfos; ``override`` changes one camera's message (encoding, size, skip, stamp_offset
+    in seconds). Received
     messages are appended to ``detections``, ``markers``, ``diagnostics`` and ``timings``.
     """
 
@@ -203,7 +204,7 @@ class RigPublisher:
             o = override.get(n, {})
             if o.get("skip"):
                 continue
-            t = stamp + OFFSETS_S[n]
+            t = stamp + OFFSETS_S[n] + o.get("stamp_offset", 0.0)
             header = self._make_header(t, n)
             if n == "CAM_FRONT":
                 self.front_stamps.append((header.stamp.sec, header.stamp.nanosec))

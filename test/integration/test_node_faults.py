@@ -215,20 +215,21 @@ def _pipeline_values(node) -> dict[str, str]:
 
 def test_engine_exception_skips_one_frame(inproc, capfd) -> None:
     make, msgs = inproc
-    engine = _FlakyEngine(fail_at={2.0})
+    # stamps 0.3 s apart: no forward gap beyond the temporal fusion's 1.5 s (that would be reported too)
+    engine = _FlakyEngine(fail_at={1.3})
     node = make(engine)
     assert node.process_set(msgs(1.0)) is not None
-    assert node.process_set(msgs(2.0)) is None  # the engine raised: skipped, node fine
-    engine.fail_at = {3.0, 4.0}
-    assert node.process_set(msgs(3.0)) is None
-    assert node.process_set(msgs(4.0)) is None
-    det = node.process_set(msgs(5.0))
+    assert node.process_set(msgs(1.3)) is None  # the engine raised: skipped, node fine
+    engine.fail_at = {1.6, 1.9}
+    assert node.process_set(msgs(1.6)) is None
+    assert node.process_set(msgs(1.9)) is None
+    det = node.process_set(msgs(2.2))
     assert det is not None and len(det) == 1
     values = _pipeline_values(node)
     assert values["engine_errors"] == "3"
     assert "simulated CUDA error" in values["last_error"]
     err = capfd.readouterr().err
-    assert err.count("[engine] engine failed on the frame at 2.000 s: RuntimeError: simulated CUDA error") == 1, err
+    assert err.count("[engine] engine failed on the frame at 1.300 s: RuntimeError: simulated CUDA error") == 1, err
     assert err.count("[engine]") == 1, err  # logged once, counted thrice
 
 
