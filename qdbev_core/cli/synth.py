@@ -4,7 +4,8 @@ Writes the exact nuScenes on-disk layout under --out (the 13 tables in <out>/<ve
 samples/CAM_*/*.jpg, key-frame samples/LIDAR_TOP/*.pcd.bin, maps/), loadable unchanged by
 nuscenes.NuScenes(version, dataroot), plus <out>/<version>/splits.json with the custom splits
 synth_train / synth_val (the last scenes) and synth_meta.json (config and per-class counts).
-Same arguments give the same bytes. All ten detection classes appear with lidar points within
+Same arguments give the same bytes. --style repaints the same scenes (colours, textures, light,
+camera response); the default style is the original look, byte for byte. All ten detection classes appear with lidar points within
 their evaluation range in both splits (an error says so if a tiny config cannot achieve it).
 """
 
@@ -27,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the images")
     parser.add_argument("--objects-at-sample-time", action="store_true",
                         help="render moving objects at the key-frame stamp instead of each camera's stamp")
+    parser.add_argument("--style", default="default", metavar="NAME|FILE.json",
+                        help="appearance style: default (the original look, same bytes as before), overcast, dusk, "
+                        "harsh, swapped (each class painted with another class's colours), random (domain "
+                        "randomisation: colours, textures, palette, light, exposure, blur, noise), or a .json file "
+                        "of SynthStyle fields; only the images change, the scenes and tables stay the same")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -39,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, scenes=args.scenes, samples=args.samples, image_scale=args.image_scale, seed=args.seed,
         version=args.version, val_fraction=args.val_fraction, workers=args.workers,
         jpeg_quality=args.jpeg_quality, objects_at_sample_time=args.objects_at_sample_time,
-        progress=not args.no_progress,
+        progress=not args.no_progress, style=args.style,
     )
     start = time.perf_counter()
     root = generate_dataset(cfg)
@@ -47,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
     n = cfg.scenes * cfg.samples
     w, h = cfg.image_size()
     print(f"wrote {cfg.scenes} scenes x {cfg.samples} samples ({w}x{h} images) to {root} "
-          f"(version {cfg.version}, splits synth_train/synth_val: {cfg.scenes - cfg.n_val}/{cfg.n_val} scenes) "
+          f"(style {cfg.style.name if cfg.style is not None else 'default'}, version {cfg.version}, splits synth_train/synth_val: {cfg.scenes - cfg.n_val}/{cfg.n_val} scenes) "
           f"in {took:.1f} s ({took / n:.2f} s/sample)")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ...types import CAMERA_NAMES
 
@@ -81,6 +82,10 @@ class SynthConfig:
         objects_at_sample_time: render moving objects where they are at the key-frame (lidar)
             stamp instead of at each camera's capture stamp (the ego is always rendered at the
             camera stamp, whose ``ego_pose`` row is written).
+        style: appearance style (``style.SynthStyle``, a name of ``style.STYLES``, a dict of its
+            fields or a ``.json`` file); ``None`` / ``"default"`` = the original look, rendered
+            by the original code path (same bytes as before styles existed). A style changes
+            only the images: tables, lidar and visibility are those of the default look.
     """
 
     out: Path
@@ -100,9 +105,13 @@ class SynthConfig:
     lidar_azimuth_steps: int = 1084
     lidar_max_range_m: float = 70.0
     objects_at_sample_time: bool = False
+    style: Any = None
 
     def __post_init__(self) -> None:
+        from .style import resolve_style
+
         self.out = Path(self.out)
+        self.style = resolve_style(self.style)
         if self.scenes < 1:
             raise ValueError(f"scenes must be >= 1, got {self.scenes}")
         if self.samples < 1:
@@ -132,6 +141,8 @@ class SynthConfig:
         d = asdict(self)
         for k in ("out", "progress", "workers"):
             d.pop(k)
+        if d["style"] is None:  # the default look's metadata stays byte-identical
+            d.pop("style")
         return d
 
 

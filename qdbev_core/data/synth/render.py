@@ -273,6 +273,11 @@ class Renderer:
         c, s = math.cos(-road.theta), math.sin(-road.theta)
         sun = world.sun
         self.sun_road = np.array([c * sun[0] - s * sun[1], s * sun[0] + c * sun[1], sun[2]])
+        look = world.look  # style.SceneLook, or None: the default look's constants
+        self.look = look
+        self.ambient = AMBIENT if look is None else look.ambient
+        self.diffuse = DIFFUSE if look is None else look.diffuse
+        self.haze_m = 900.0 if look is None else look.haze_m
 
     # -- background ----------------------------------------------------------------------------
     def _ground_colors(self, u: NDArray, r: NDArray) -> NDArray[np.float64]:
@@ -389,7 +394,7 @@ class Renderer:
             fac = road.facades[key]
             col[m] = fac.colors[seg[m]]
             nrm = normals[key]
-            light[m] = AMBIENT + DIFFUSE * max(0.0, nrm[0] * self.sun_road[0] + nrm[1] * self.sun_road[1])
+            light[m] = self.ambient + self.diffuse * max(0.0, nrm[0] * self.sun_road[0] + nrm[1] * self.sun_road[1])
             hgt = fac.heights[seg[m]]
             zz, aa = z[m], a[m] - fac.bounds[seg[m]]
             floors = (zz > 3.6) & (np.mod(zz - 3.6, 3.2) > 0.8) & (np.mod(zz - 3.6, 3.2) < 2.5) & \
@@ -435,15 +440,52 @@ class Renderer:
         # ground
         gu = uo + tg[ground] * du[ground]
         gr = ro + tg[ground] * dr[ground]
-        rgb[ground] = self._ground_colors(gu, gr) * (AMBIENT + DIFFUSE * self.world.sun[2])
+        rgb[ground] = self._ground_colors(gu, gr) * (self.ambient + self.diffuse * self.world.sun[2])
         # facades
         if facade.any():
             rgb[facade] = self._facade_colors(side_idx[facade], fa[facade], fz[facade], fseg[facade], sides)
         # haze
         dist = depth * cam.ray_norm
-        fog = np.where(np.isfinite(dist), 1.0 - np.exp(-np.nan_to_num(dist, posinf=1e9) / 900.0), 0.0)
+        fog = np.where(np.isfinite(dist), 1.0 - np.exp(-np.nan_to_num(dist, posinf=1e9) / self.haze_m), 0.0)
         rgb = rgb * (1 - fog[..., None]) + hz * fog[..., None]
+        if self.look is not None:
+            rgb = np.clip(rgb @ self.look.background_matrix.T, 0.0, 255.0)
         return rgb, depth, ground
+
+    # -- styles (see style.py) ------------------------------------------------------------------
+    def _styled_object(self, base: NDArray[np.float64], obj: SynthObject, axis: NDArray,
+                       hn: NDArray) -> NDArray[np.float64]:
+        """Per-object hue rotation and procedural texture of a styled world (RGB 0..255)."""
+        look = obj.style["look"]
+        if look["matrix"] is not None:
+            base = np.clip(base @ np.asarray(look["matrix"]).T, 0.0, 255.0)
+        amp = float(look["texture"])
+        if amp > 0.0:
+            p = hn * np.asarray(obj.size)  # metres in the box frame
+            # the two in-face coordinates of each hit: (y, z) on x faces, (x, z) on y, (x, y) on z
+            a = np.where(axis == 0, p[:, 1], p[:, 0])
+            b = np.where(axis == 2, p[:, 1], p[:, 2])
+            scale = float(look["texture_scale_m"])
+            off_a, off_b = look["texture_offset_m"]
+            ia = np.floor((a + off_a) / scale).astype(np.int64) % 128
+            ib = np.floor((b + off_b) / scale).astype(np.int64) % 128
+            base = base * np.clip(1.0 + amp * self.fine[ia, ib], 0.2, 2.0)[:, None]
+        return base
+
+    def _styled_camera(self, img: NDArray[np.float64], cam_name: str, noise_seed) -> NDArray[np.float32]:
+        """Camera response of a styled world: exposure, white balance, gamma, blur, noise."""
+        from .style import image_look
+
+        seed = list(noise_seed) if noise_seed is not None else [CAMERA_NAMES.index(cam_name)]
+        look, rng = image_look(self.look.style, seed)
+        gains = look.exposure * np.array([1.0 + look.warmth, 1.0, 1.0 - look.warmth])
+        x = np.clip(img * gains / 255.0, 0.0, 1.0) ** look.gamma * 255.0
+        x = x.astype(np.float32)
+        if look.blur_sigma_px > 0.05:
+            x = cv2.GaussianBlur(x, (0, 0), look.blur_sigma_px)
+        if noise_seed is not None and look.noise_std > 0:
+            x = x + look.noise_std * rng.standard_normal(x.shape, dtype=np.float32)
+        return x
 
     # -- full render ---------------------------------------------------------------------------
     def render(self, cam_name: str, t_ego: float, objs: list[SynthObject], t_obj: float | None = None,
@@ -461,7 +503,7 @@ class Renderer:
         visible = np.zeros(n, dtype=np.int64)
         total = np.zeros(n, dtype=np.int64)
         sun_c = g2c[:3, :3] @ self.world.sun
-        shadow_factor = AMBIENT / (AMBIENT + DIFFUSE * self.world.sun[2])
+        shadow_factor = self.ambient / (self.ambient + self.diffuse * self.world.sun[2])
 
         boxes = []
         for obj in objs:
@@ -505,6 +547,8 @@ class Renderer:
 
         # objects
         hz = np.array(self.world.palette["sky_horizon"])
+        if self.look is not None:  # the haze colour as the recoloured background shows it
+            hz = np.clip(hz @ self.look.background_matrix.T, 0.0, 255.0)
         for oi, (obj, (rot, centre, half)) in enumerate(zip(objs, boxes)):
             sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * half[0]
             sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * half[1]
@@ -534,13 +578,15 @@ class Renderer:
             p = o_l + tw[:, None] * dl
             hn = np.clip(p / (2 * half), -0.5, 0.5)
             base = object_colors(obj, ax, sign, hn)
+            if obj.style.get("look") is not None:
+                base = self._styled_object(base, obj, ax, hn)
             nl = np.zeros((ax.size, 3))
             nl[np.arange(ax.size), ax] = sign
             ng = nl @ _rot_z(obj.yaw).T
-            light = AMBIENT + DIFFUSE * np.clip(ng @ self.world.sun, 0.0, None)
+            light = self.ambient + self.diffuse * np.clip(ng @ self.world.sun, 0.0, None)
             col = base * light[:, None]
             dist = tw * cam.ray_norm[r0:r1, c0:c1][win]
-            fog = 1.0 - np.exp(-dist / 900.0)
+            fog = 1.0 - np.exp(-dist / self.haze_m)
             col = col * (1 - fog[:, None]) + hz * fog[:, None]
             sub_rgb = rgb[r0:r1, c0:c1]
             sub_rgb[win] = col
@@ -551,9 +597,12 @@ class Renderer:
             cnt = np.bincount(ids[ids >= 0], minlength=n)
             visible[:] = cnt[:n]
         img = rgb
-        img = cv2.GaussianBlur(img.astype(np.float32), (3, 3), 0.6)
-        if noise_seed is not None:
-            rng = np.random.default_rng(noise_seed)
-            img = img + 2.0 * rng.standard_normal(img.shape, dtype=np.float32)
+        if self.look is None:  # the default look: exactly the original camera model
+            img = cv2.GaussianBlur(img.astype(np.float32), (3, 3), 0.6)
+            if noise_seed is not None:
+                rng = np.random.default_rng(noise_seed)
+                img = img + 2.0 * rng.standard_normal(img.shape, dtype=np.float32)
+        else:
+            img = self._styled_camera(img, cam_name, noise_seed)
         image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
         return RenderResult(image=image, ids=ids, depth=depth.astype(np.float32), visible=visible, total=total)

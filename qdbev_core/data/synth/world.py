@@ -303,6 +303,8 @@ class World:
     sun: NDArray[np.float64]  # unit vector towards the sun (global)
     palette: dict
     max_range_m: float = 55.0
+    look: object | None = None
+    """``style.SceneLook`` of a styled dataset; ``None`` renders the default look."""
 
     def sample_time(self, k: int) -> float:
         return self.timing.rel_s(self.timing.sample_us(k))
@@ -774,6 +776,10 @@ def build_world(cfg: SynthConfig, index: int) -> World:
                   objects=[], timing=timing, n_samples=n_samples, sun=sun, palette=palette,
                   max_range_m=cfg.max_range_m)
     _populate(world, cfg, rng)
+    if cfg.style is not None:  # repaint only: its own random stream, geometry untouched
+        from .style import apply_style
+
+        apply_style(world, cfg.style)
     return world
 
 
