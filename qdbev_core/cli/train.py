@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=d.log_every, help="metrics.csv row every N steps")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="score the val split every N steps (0 = at the end only)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="disable BEV rotation/flip augmentation")
+    p.add_argument("--image-aug", default=d.image_aug, metavar="NAMES",
+                   help="per-camera image augmentation, comma-separated: photometric (BEVFormer's brightness/"
+                   "contrast/saturation/hue/channel swap), gridmask, resize-crop-flip (intrinsics and camera->ego "
+                   "updated), or 'all'; default none (training only)")
     p.add_argument("--no-temporal", dest="temporal", action="store_false", help="train without the previous BEV")
     p.add_argument("--workers", dest="num_workers", type=int, default=d.num_workers, help="data loader processes")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     kw["eval_split"] = kw.get("eval_split") or None
     kw["model_overrides"] = parse_model_sets(args.model_set)
+    check_image_aug(kw.get("image_aug", ""))
     cfg = TrainConfig(**kw, command="qdbev " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     metrics = train(cfg, progress=args.progress, stop_at=args.stop_at)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
@@ -88,3 +93,20 @@ def parse_model_sets(items: list[str]) -> dict:
             value = raw
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def check_image_aug(names: str) -> None:
+    """Reject unknown ``--image-aug`` names, and the flag altogether while the trainer does not
+    build its ``DataConfig`` with ``train.data.data_config_for`` (it would be silently ignored)."""
+    import inspect
+
+    from ..train import trainer
+    from ..train.augment import ImageAugConfig
+
+    try:
+        parsed = ImageAugConfig.from_names(names)
+    except ValueError as exc:
+        raise SystemExit(f"--image-aug: {exc}") from exc
+    if parsed is not None and "data_config_for" not in inspect.getsource(trainer):
+        raise SystemExit("--image-aug: this trainer does not pass TrainConfig.image_aug to its DataConfig yet "
+                         "(train/trainer.py must build it with train.data.data_config_for)")

@@ -41,6 +41,10 @@ class TrainConfig:
     eval_dataroot: Path | None = None
     """Dataroot of the evaluation split (default: ``dataroot``; e.g. a val set of another seed)."""
     augment: bool = True
+    image_aug: str = ""
+    """Per-camera image augmentations, comma-separated: ``photometric``, ``gridmask``,
+    ``resize-crop-flip`` (or ``all``); ``""`` = none, the batches of runs made before it existed
+    (see ``train.augment.ImageAugConfig``; training only, never at evaluation)."""
     temporal: bool = True
     """Train with the previous sample's BEV (computed without gradients) as ``prev_bev``."""
     num_workers: int = 1

@@ -1,19 +1,36 @@
 """Training samples as tensors: reader ``Sample`` -> preprocessed, augmented model inputs.
 
 Every item is a pure function of ``(index, seed)``, so a run resumed from a checkpoint sees
-exactly the batches it would have seen without the interruption.
+exactly the batches it would have seen without the interruption. The image augmentations draw
+from a generator of their own (seeded by the item seed), so turning them on leaves the BEV
+augmentation's draws unchanged, and with them off an item is exactly what it always was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..data.reader import NuScenesReader
 from ..preprocess import ego_motion, prepare_frame
-from .augment import BevAugmentConfig, apply_bev_transform, sample_bev_transform
+from .augment import (
+    BevAugmentConfig,
+    CameraAugParams,
+    ImageAugConfig,
+    apply_bev_transform,
+    augment_frame,
+    sample_bev_transform,
+    sample_camera_aug,
+)
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+IMAGE_AUG_SEED_SALT = 0x1A6A06
+"""Second word of the image augmentations' generator seed ``[item_seed mod 2**32, salt]``."""
 
 
 @dataclass
@@ -22,13 +39,24 @@ class DataConfig:
 
     ``input_hw`` is the network input (H, W) in pixels; ``augment=None`` disables the BEV
     augmentation; ``temporal`` also returns the previous sample of the scene (for training the
-    temporal self-attention); ``max_gt_range_m`` drops GT farther than that from the ego.
+    temporal self-attention); ``max_gt_range_m`` drops GT farther than that from the ego;
+    ``image_aug`` (``None`` = off) augments each camera image (photometric distortion, GridMask,
+    resize / crop / flip with intrinsics and camera->ego updated; the previous frame of a
+    temporal item reuses each camera's resize / crop / flip and draws its own photometric
+    distortion and GridMask).
     """
 
     input_hw: tuple[int, int]
     augment: BevAugmentConfig | None = None
     temporal: bool = False
     max_gt_range_m: float = 60.0
+    image_aug: ImageAugConfig | None = None
+
+
+def data_config_for(cfg: "TrainConfig", input_hw: tuple[int, int]) -> DataConfig:
+    """The ``DataConfig`` a training run's ``TrainConfig`` asks for (``input_hw``: model input)."""
+    return DataConfig(input_hw=tuple(input_hw), augment=BevAugmentConfig() if cfg.augment else None,
+                      temporal=cfg.temporal, image_aug=ImageAugConfig.from_names(cfg.image_aug))
 
 
 class DetectionDataset(torch.utils.data.Dataset):
@@ -47,11 +75,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         index, seed = key
         rng = np.random.default_rng(seed)
         aug = sample_bev_transform(self.cfg.augment, rng) if self.cfg.augment is not None else np.eye(4)
-        item = self._item(index, aug)
+        img_rng = (np.random.default_rng([int(seed) % 2**32, IMAGE_AUG_SEED_SALT])
+                   if self.cfg.image_aug is not None else None)
+        item = self._item(index, aug, img_rng=img_rng)
         prev = self._prev[index]
         if self.cfg.temporal:
             if prev >= 0:
-                p = self._item(prev, aug, with_gt=False)
+                p = self._item(prev, aug, with_gt=False, img_rng=img_rng, geometry_of=item.get("_cam_aug"))
                 item["prev_img"], item["prev_intrinsics"], item["prev_cam2ego"] = p["img"], p["intrinsics"], p["cam2ego"]
                 # prev->cur motion expressed in the augmented frames: A M A^-1
                 m = aug @ ego_motion(p["_ego2global"], item["_ego2global"]) @ np.linalg.inv(aug)
@@ -63,11 +93,30 @@ class DetectionDataset(torch.utils.data.Dataset):
                 item["ego_motion"] = torch.eye(4)
                 item["has_prev"] = torch.tensor(False)
         item.pop("_ego2global")
+        item.pop("_cam_aug", None)
         return item
 
-    def _item(self, index: int, aug: np.ndarray, with_gt: bool = True) -> dict:
+    def camera_aug(self, n_cams: int, img_rng: np.random.Generator,
+                   geometry_of: list[CameraAugParams] | None = None) -> list[CameraAugParams]:
+        """Draw each camera's image augmentation; ``geometry_of`` fixes resize / crop / flip."""
+        cfg = self.cfg.image_aug
+        if cfg is None:
+            raise ValueError("image augmentation is off (DataConfig.image_aug is None)")
+        params = [sample_camera_aug(cfg, img_rng, self.cfg.input_hw, geometry=geometry_of is None)
+                  for _ in range(n_cams)]
+        if geometry_of is not None:
+            params = [replace(p, scale=g.scale, offset=g.offset, flip=g.flip) for p, g in zip(params, geometry_of)]
+        return params
+
+    def _item(self, index: int, aug: np.ndarray, with_gt: bool = True, img_rng: np.random.Generator | None = None,
+              geometry_of: list[CameraAugParams] | None = None) -> dict:
         s = self.reader[index]
-        net = prepare_frame(s.frame, self.cfg.input_hw)
+        cam_aug = None
+        if img_rng is None:
+            net = prepare_frame(s.frame, self.cfg.input_hw)
+        else:
+            cam_aug = self.camera_aug(len(s.frame.images), img_rng, geometry_of)
+            net = augment_frame(s.frame, self.cfg.input_hw, cam_aug)
         gt = np.array(s.gt_boxes, dtype=np.float64, copy=True)
         if len(gt) and len(s.gt_velocity_valid) == len(gt):
             # the devkit has no velocity for single-annotation tracks: NaN keeps them out of the
@@ -82,6 +131,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             "index": torch.tensor(index),
             "_ego2global": s.frame.ego2global,
         }
+        if cam_aug is not None:
+            out["_cam_aug"] = cam_aug
         if with_gt:
             out["gt_boxes"] = torch.from_numpy(boxes[keep].astype(np.float32))
             out["gt_labels"] = torch.from_numpy(s.gt_labels[keep])
