@@ -5,6 +5,8 @@
                 docs/RESULTS.md and docs/paper-table.png (rerun to reuse finished rows / resume)
   vgd-balance   size of the two VGD terms (image-view, BEV) of a teacher vs its freshly
                 calibrated quantized student, the numbers the VGD default weights come from
+  cross-style   models scored on the same val scenes rendered in several SynthScenes styles
+                (NDS / mAP / per-class AP per style; JSON, markdown tables, figure)
 """
 
 from __future__ import annotations
@@ -77,6 +79,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     b.set_defaults(_exp=_vgd_balance)
+
+    c = sub.add_parser("cross-style", formatter_class=fmt, help="models scored on the same val scenes in several styles",
+                       description=_cross_style_doc())
+    c.add_argument("--model", action="append", required=True, dest="models",
+                   help="manifest name or .safetensors path; repeat to compare models")
+    c.add_argument("--styles", default="default,overcast,dusk,harsh,swapped,random",
+                   help="comma-separated SynthScenes styles (names or .json style files)")
+    c.add_argument("--dataroot-of", action="append", default=[], metavar="STYLE=PATH",
+                   help="use an existing dataroot for STYLE instead of generating its split; repeatable")
+    c.add_argument("--data-dir", type=Path, default=Path("data/cross-style-val"),
+                   help="where generated splits go (one dataroot per style)")
+    c.add_argument("--scenes", type=int, default=2, help="val scenes per style")
+    c.add_argument("--samples", type=int, default=10, help="key frames per scene")
+    c.add_argument("--image-scale", type=float, default=0.22, help="image size relative to 1600x900")
+    c.add_argument("--seed", type=int, default=101, help="SynthScenes seed of the generated splits (same in every style)")
+    c.add_argument("--version", default="v1.0-mini", help="dataset version folder")
+    c.add_argument("--split", default="synth_val", help="split scored")
+    c.add_argument("--out", type=Path, default=Path("runs/cross-style"), help="experiment folder")
+    c.add_argument("--markdown", default="", help="also write the tables here, e.g. docs/CROSS_STYLE-table.md ('' = no)")
+    c.add_argument("--figure", default="", help="also write the figure here ('' = no)")
+    c.add_argument("--workers", type=int, default=1, help="processes generating scenes")
+    c.add_argument("--threads", type=int, default=0, help="torch threads of the engine (0 = default)")
+    c.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    c.set_defaults(_exp=_cross_style)
 
 
 def paper_rows() -> tuple[str, ...]:
@@ -168,4 +194,39 @@ def _vgd_balance(args: argparse.Namespace) -> int:
                               args.batch_size, args.calib_batches, args.seed,
                               tuple(float(t) for t in args.temperatures.split(",") if t), args.threads, args.progress)
     print(json.dumps(res, indent=2))
+    return 0
+
+
+def _cross_style_doc() -> str:
+    from ..experiments import cross_style
+
+    return (cross_style.__doc__ or "").strip()
+
+
+def _cross_style(args: argparse.Namespace) -> int:
+    from ..experiments.cross_style import CrossStyleConfig, run_cross_style
+
+    roots = {}
+    for item in args.dataroot_of:
+        style, sep, path = item.partition("=")
+        if not sep or not style or not path:
+            raise SystemExit(f"--dataroot-of {item!r}: expected STYLE=PATH")
+        roots[style.strip()] = Path(path)
+    cmd = ["qdbev", "experiment", "cross-style"]
+    for m in args.models:
+        cmd += ["--model", m]
+    cmd += ["--styles", args.styles, "--scenes", str(args.scenes), "--samples", str(args.samples),
+            "--image-scale", f"{args.image_scale:g}", "--seed", str(args.seed)]
+    for item in args.dataroot_of:
+        cmd += ["--dataroot-of", item]
+    cfg = CrossStyleConfig(
+        models=tuple(args.models), out=args.out, styles=tuple(s.strip() for s in args.styles.split(",") if s.strip()),
+        data_dir=args.data_dir, dataroots=roots, scenes=args.scenes, samples=args.samples,
+        image_scale=args.image_scale, seed=args.seed, version=args.version, split=args.split, workers=args.workers,
+        threads=args.threads or None, markdown=_path_or_none(args.markdown), figure=_path_or_none(args.figure),
+        command=shlex.join(cmd), progress=args.progress,
+    )
+    result = run_cross_style(cfg)
+    print((args.out / "cross-style.md").read_text())
+    print(f"wrote {args.out / 'cross-style.json'}, cross-style.md, cross-style.png in {result['wall_s']:.0f} s")
     return 0

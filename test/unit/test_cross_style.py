@@ -1,0 +1,69 @@
+"""`qdbev experiment cross-style` end to end on a tiny untrained model and tiny splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from qdbev_core.checkpoint import save_weights
+from qdbev_core.classes import CLASS_NAMES
+from qdbev_core.cli.main import main as qdbev_main
+from qdbev_core.model import BEVDetector
+
+TINY = {"num_queries": 30, "image_size": (64, 176), "bev_h": 16, "bev_w": 16}
+
+
+def _tiny_model(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = BEVDetector("nano", **TINY)
+    with torch.no_grad():  # confident class logits, so that the untrained model predicts boxes to score
+        for n, p in model.named_parameters():
+            if n.startswith("heads.cls_branches.") and n.endswith("out.bias"):
+                p.fill_(-1.0)
+    save_weights(model.state_dict(), path, {"config": model.cfg.to_dict(), "precision": "fp32"})
+    return path
+
+
+def test_cross_style_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = _tiny_model(tmp_path / "tiny.safetensors")
+    out, data = tmp_path / "xs", tmp_path / "data"
+    argv = ["experiment", "cross-style", "--model", str(model), "--styles", "default,dusk", "--scenes", "1",
+            "--samples", "3", "--image-scale", "0.1", "--seed", "3", "--data-dir", str(data), "--out", str(out),
+            "--markdown", str(tmp_path / "doc.md"), "--threads", "1", "--no-progress"]
+    assert qdbev_main(argv) == 0
+    res = json.loads((out / "cross-style.json").read_text())
+    assert res["settings"]["styles"] == ["default", "dusk"]
+    (m,) = res["models"]
+    for style in ("default", "dusk"):
+        s = m["scores"][style]
+        assert 0.0 <= s["nds"] <= 1.0 and 0.0 <= s["map"] <= 1.0
+        assert set(s["class_ap"]) == set(CLASS_NAMES)
+        assert (out / "tiny" / style / "results.json").is_file()
+    # the same scenes in both styles: identical tables
+    a, b = data / "default" / "v1.0-mini", data / "dusk" / "v1.0-mini"
+    assert (a / "sample_annotation.json").read_bytes() == (b / "sample_annotation.json").read_bytes()
+    md = (out / "cross-style.md").read_text()
+    assert "| class | default | dusk |" in md and "synthetic data" in md
+    assert (tmp_path / "doc.md").read_text() == md
+    assert (out / "cross-style.png").stat().st_size > 1000
+    # a rerun reuses the splits and the scores
+    capsys.readouterr()
+    assert qdbev_main(argv) == 0
+    res2 = json.loads((out / "cross-style.json").read_text())
+    assert not any(n["generated"] for n in res2["splits"].values())
+    assert res2["models"][0]["scores"]["dusk"]["cached"] is True
+    assert res2["models"][0]["scores"]["dusk"]["nds"] == m["scores"]["dusk"]["nds"]
+
+
+def test_cross_style_rejects_bad_settings(tmp_path: Path) -> None:
+    from qdbev_core.experiments.cross_style import CrossStyleConfig
+
+    with pytest.raises(ValueError, match="unknown style 'sepia'"):
+        CrossStyleConfig(models=("m",), styles=("default", "sepia"))
+    with pytest.raises(ValueError, match="not benchmarked"):
+        CrossStyleConfig(models=("m",), styles=("default",), dataroots={"dusk": tmp_path})
+    with pytest.raises(ValueError, match="at least one model"):
+        CrossStyleConfig(models=())
