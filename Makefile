@@ -204,3 +204,19 @@ paper-table: nano-data nano-score-data
 	  --score-dataroot $(NANO_SCORE_DATA) --score-split synth_val \
 	  --steps $(PAPER_STEPS) --batch-size $(PAPER_BATCH) --seeds $(PAPER_SEEDS) --out $(PAPER_OUT) \
 	  --ddp-procs $(PAPER_PROCS) --rows $(PAPER_ROWS) $(PAPER_ARGS)
+
+# issue 21: cross-style benchmark. The same val scenes (seed 101, never trained on) rendered in
+# several SynthScenes appearance styles (qdbev synth --style; only the images differ), each scored
+# with the official devkit; writes runs/cross-style/cross-style.{json,md,png}. CROSS_MODELS is a
+# list of --model arguments (e.g. CROSS_MODELS="nano-fp32-yaw runs/x/model.safetensors").
+CROSS_MODELS ?= nano-fp32-yaw
+CROSS_STYLES ?= default,overcast,dusk,harsh,swapped,random
+CROSS_SCENES ?= 2
+CROSS_SAMPLES ?= 10
+CROSS_DATA ?= data/cross-style-val
+CROSS_OUT ?= runs/cross-style
+.PHONY: cross-style
+cross-style: setup
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/qdbev experiment cross-style $(foreach m,$(CROSS_MODELS),--model $(m)) \
+	  --styles $(CROSS_STYLES) --scenes $(CROSS_SCENES) --samples $(CROSS_SAMPLES) --image-scale 0.22 --seed 101 \
+	  --data-dir $(CROSS_DATA) --out $(CROSS_OUT)
