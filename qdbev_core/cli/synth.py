@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", default="default", metavar="NAME|FILE.json",
                         help="appearance style: default (the original look, same bytes as before), overcast, dusk, "
                         "harsh, swapped (each class painted with another class's colours), random (domain "
-                        "randomisation: colours, textures, palette, light, exposure, blur, noise), or a .json file "
+                        "randomisation: colours, textures, palette, light, exposure, blur, noise), random-mix (random in "
+                        "60 %% of the scenes, the default look in the others), or a .json file "
                         "of SynthStyle fields; only the images change, the scenes and tables stay the same")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -91,6 +91,12 @@ def test_style_resolution_and_errors(tmp_path: Path) -> None:
     f.write_text(json.dumps({"object_colors": "random", "noise_std": [4, 6]}))
     st = resolve_style(str(f))
     assert st.name == "mine" and st.noise_std == (4.0, 6.0)
+    # a mixed style leaves some scenes in the default look (the same worlds as unstyled)
+    from qdbev_core.data.synth.world import build_world
+
+    looks = [build_world(SynthConfig(out=tmp_path, scenes=6, samples=1, seed=1, style="random-mix"), i).look
+             for i in range(6)]
+    assert any(lk is None for lk in looks) and any(lk is not None for lk in looks)
     # a config rebuilt from synth_meta.json's dict gets the same style back
     cfg = SynthConfig(out=tmp_path, style="harsh")
     again = SynthConfig(out=tmp_path, **json.loads(json.dumps(cfg.content_dict())))

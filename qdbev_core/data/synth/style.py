@@ -73,6 +73,8 @@ class SynthStyle:
         warmth: range of the per-image white-balance shift: red x (1 + w), blue x (1 - w).
         blur_sigma_px: range of the per-image Gaussian blur sigma, pixels of the written image.
         noise_std: range of the per-image Gaussian sensor noise std, grey levels.
+        unstyled_fraction: share of the scenes (each drawn at random) left in the default look,
+            so that one dataset mixes both (0 = every scene styled).
     """
 
     name: str = "custom"
@@ -95,6 +97,7 @@ class SynthStyle:
     warmth: Range = (0.0, 0.0)
     blur_sigma_px: Range = (0.6, 0.6)
     noise_std: Range = (2.0, 2.0)
+    unstyled_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.object_colors not in OBJECT_COLOR_MODES:
@@ -115,6 +118,8 @@ class SynthStyle:
                 raise ValueError(f"style {self.name!r}: {key} must be >= {lo}, got {getattr(self, key)}")
         if not -5.0 <= self.sun_elevation_deg[0] and self.sun_elevation_deg[1] <= 90.0:
             raise ValueError(f"style {self.name!r}: sun_elevation_deg must lie in [-5, 90]")
+        if not 0.0 <= self.unstyled_fraction < 1.0:
+            raise ValueError(f"style {self.name!r}: unstyled_fraction must be in [0, 1), got {self.unstyled_fraction}")
         if not (-0.9 <= self.warmth[0] and self.warmth[1] <= 0.9):
             raise ValueError(f"style {self.name!r}: warmth must lie in [-0.9, 0.9]")
 
@@ -160,6 +165,8 @@ STYLES: dict[str, SynthStyle] = {
         ambient=(0.25, 0.9), diffuse=(0.1, 1.0), haze_m=(250.0, 2000.0), exposure=(0.6, 1.4),
         gamma=(0.8, 1.25), warmth=(-0.2, 0.3), blur_sigma_px=(0.3, 1.5), noise_std=(1.0, 8.0)),
 }
+# training mix: "random" in 60 % of the scenes, the default look in the others
+STYLES["random-mix"] = dataclasses.replace(STYLES["random"], name="random-mix", unstyled_fraction=0.4)
 """Named styles; ``"default"`` (the original look) is ``None`` and not listed here."""
 
 STYLE_NAMES = ("default", *STYLES)
@@ -296,6 +303,8 @@ def apply_style(world, style: SynthStyle) -> None:
     Draws from its own generator (seed, scene index, style key): geometry is untouched.
     """
     rng = np.random.default_rng([int(world.seed) & 0xFFFFFFFF, int(world.index), 0x57E1E, style.seed_key()])
+    if style.unstyled_fraction > 0.0 and rng.random() < style.unstyled_fraction:
+        return  # this scene keeps the default look (world.look stays None)
     # lighting
     az = float(rng.uniform(-math.pi, math.pi))
     el = math.radians(_uniform(rng, style.sun_elevation_deg))
