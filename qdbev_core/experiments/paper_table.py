@@ -34,9 +34,12 @@ Reuse / resume: each row runs in ``<out>/<row>/`` and records its settings in ``
 A rerun reuses a row whose run finished (weights at the last step, the packed file for
 quantized rows, the final evaluation) with the same settings, resumes an unfinished one from
 its checkpoint (exactly, like ``qdbev train``), and refuses a directory whose settings differ
-(delete it or pick another ``--out``). The process count is not a setting: ``--batch-size`` is
-the *global* batch, split over ``ddp_procs`` processes, and the trainer draws the same samples
-for a global batch whatever the split.
+(delete it or pick another ``--out``). ``--batch-size`` is the *global* batch, split over
+``ddp_procs`` processes, and the trainer draws the same samples for a global batch whatever the
+split; the process count is still not neutral, because nano's BatchNorm layers normalise with each
+process's own samples (no SyncBatchNorm on CPU), so train every row of one table with the same
+``--ddp-procs`` (``make paper-table``: 2). It is not part of the settings key, so that rows trained
+before this was noticed stay reusable.
 
 Archive: a row that finished is also written to ``archive`` (``docs/paper-table-rows/``, kept in git;
 see ``row_archive``), so a table too long for one sitting can be completed on another machine: a row
