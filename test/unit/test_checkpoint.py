@@ -24,7 +24,7 @@ def nano_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BEVDetect
 def test_round_trip_rebuilds_identical_model(nano_file) -> None:
     path, model = nano_file
     loaded = load_model(path)
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b)
 
 

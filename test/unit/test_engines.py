@@ -174,7 +174,7 @@ def test_split_results_match_between_torch_and_onnxruntime(small_model, small_on
     rt, ro = wt.to_dict()["results"], wo.to_dict()["results"]
     assert rt.keys() == ro.keys() and wt.num_boxes == wo.num_boxes > 0
     for tok in rt:
-        for a, b in zip(rt[tok], ro[tok]):
+        for a, b in zip(rt[tok], ro[tok], strict=True):
             assert a["detection_name"] == b["detection_name"]
             np.testing.assert_allclose(a["translation"], b["translation"], atol=1e-3)
             np.testing.assert_allclose(a["size"], b["size"], atol=1e-3)

@@ -248,7 +248,9 @@ def test_forward_backward_and_calibrated_error(fp_model, batches, w4a6):
     for k in ("img", "bev"):
         assert errs["w8a8"][k] < 0.1
         assert errs["w8a8"][k] < 0.3 * errs["w4a6"][k]
-    assert errs["w4a6"]["bev"] < 1.0
+    # W4A6 after calibration only (random weights): measured img 0.39, bev 0.28 relative error; an
+    # all-zero or unscaled output scores >= 1.0, a quantizer that lost its zero point ~0.7
+    assert errs["w4a6"]["img"] < 0.5 and errs["w4a6"]["bev"] < 0.5
     # training step: gradients reach weights and every kind of step
     q = copy.deepcopy(w4a6).train()
     out = q(*x)
