@@ -1,6 +1,6 @@
 """Rigid transforms, quaternions and 3D box geometry (NumPy, float64).
 
-Conventions (DESIGN.md section 3):
+Conventions (docs/DESIGN.md §3):
 - Frames follow REP 103: ``base_link`` / ego is x forward, y left, z up; cameras are the optical
   frame (x right, y down, z forward).
 - A transform ``a_T_b`` (named ``b2a`` in code, e.g. ``cam2ego``) is a 4x4 homogeneous matrix that

@@ -1,6 +1,6 @@
 """Read any nuScenes-format dataroot (real v1.0-mini / v1.0-trainval or SynthScenes) as ``Sample``s.
 
-This is the boundary between nuScenes frames and ours (DESIGN.md section 3): everything a
+This is the boundary between nuScenes frames and ours (docs/DESIGN.md §3): everything a
 ``Sample`` carries is in the ego (``base_link``) frame of the sample, except ``frame.ego2global``.
 
 Frames and conventions:

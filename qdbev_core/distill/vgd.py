@@ -58,7 +58,7 @@ class VGDConfig:
       0.94 / 1.51 because the neck features are peaked). A weight is therefore the knob, not the
       temperature. Re-measure after changing the teacher.
     - ``divergence="kl"``, ``temperature=1.0``: channel-wise distillation's KL form
-      (DESIGN.md section 2); T = 1 keeps each channel's distribution as peaked as the features
+      (docs/DESIGN.md §2); T = 1 keeps each channel's distribution as peaked as the features
       are (the salient regions dominate, which is the point of channel-wise distillation);
       higher T spreads weight to background positions (and, measured above, only inflates the
       image term). ``"mse"`` is the ablation (its terms are not balanced by these weights:

@@ -104,7 +104,7 @@ TEACHER_ROW = RowSpec("teacher", "FP32 teacher as-is (no extra training)", "none
 FP32_AS_IS_ROW = RowSpec("fp32", "FP32 (teacher as-is)", "none", "fp32", "fp32")
 
 PAPER = {
-    "source": "QD-BEV, ICCV 2023 (arXiv 2308.10515), abstract; DESIGN.md section 2",
+    "source": "QD-BEV, ICCV 2023 (arXiv 2308.10515), abstract; docs/DESIGN.md §2",
     "dataset": "nuScenes val (real data)",
     "rows": [
         {"model": "BEVFormer-Tiny (FP32)", "bits": "fp32", "nds": 0.354, "size_mb": 126.0, "ratio": 1.0, "ours": "fp32"},

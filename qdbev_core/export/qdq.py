@@ -18,7 +18,7 @@ How the Q/DQ graph is made (the choice, and why)
   ``clamp(round(x / s) + zi, 0, 2^b - 1)``; the uint8 Q saturates at 0..255 and the integer
   Clip narrows that to the b-bit range, so 6-bit activations are reproduced exactly (an 8-bit
   quantizer needs no Clip). Unsigned activations + signed weights (u8s8) is the format
-  onnxruntime's CPU int8 kernels take for every convolution (DESIGN.md section 4);
+  onnxruntime's CPU int8 kernels take for every convolution (docs/DESIGN.md §4);
 * activations (``act_format="s8"``, for TensorRT, which only accepts symmetric int8 Q/DQ with
   zero point 0): a float ``Clip`` to ``[(0 - zi) s, (2^b - 1 - zi) s]`` -> ``QuantizeLinear(int8,
   zero point 0)`` -> ``DequantizeLinear``. An integer zero point only shifts the grid, so a

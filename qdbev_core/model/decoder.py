@@ -93,7 +93,7 @@ class Decoder(nn.Module):
         self.query_init = cfg.query_init
         if cfg.query_init == "learned":
             # nn.Embedding initializes N(0, 1): std 0.02 collapsed every reference point to the
-            # BEV centre in the CPU prototype (DESIGN.md section 4)
+            # BEV centre in the CPU prototype (docs/DESIGN.md §4)
             self.query_embedding = nn.Embedding(cfg.num_queries, 2 * c)
             self.reference_points = nn.Linear(c, 3)
             nn.init.xavier_uniform_(self.reference_points.weight)

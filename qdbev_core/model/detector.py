@@ -64,7 +64,7 @@ from .losses import decode_boxes
 from .neck import FPN
 
 GROUP_PREFIXES: tuple[str, ...] = ("backbone.", "neck.", "encoder.", "decoder.", "heads.")
-"""Progressive-quantization order of the parameter groups (DESIGN.md section 2)."""
+"""Progressive-quantization order of the parameter groups (docs/DESIGN.md §2)."""
 
 FIRST_LAYER = "backbone.stem.conv"
 

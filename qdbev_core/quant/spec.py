@@ -5,7 +5,7 @@ globs (``*`` also matches dots). Resolution for a layer: skipped if any ``skip``
 matches; else the *last* matching ``overrides`` entry ``(pattern, w_bits, a_bits)``; else
 ``(default_weight_bits, default_act_bits)``.
 
-Defaults (DESIGN.md section 2): W4A6 everywhere, the first convolution
+Defaults (docs/DESIGN.md §2): W4A6 everywhere, the first convolution
 (``backbone.stem.conv``) and the final prediction layers (``heads.*.out``,
 ``heads.dense.*_out``, = ``BEVDetector.final_layer_names()``) at W8A8. Embedding tables
 (``nn.Embedding``: BEV queries, positional rows/columns, class embeddings) are weights too and

@@ -1,4 +1,4 @@
-"""qdbev_core must import without rclpy or any ROS message package (DESIGN.md section 1)."""
+"""qdbev_core must import without rclpy or any ROS message package (docs/DESIGN.md §1)."""
 
 from __future__ import annotations
 
