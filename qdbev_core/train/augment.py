@@ -286,7 +286,7 @@ def augment_frame(frame, input_hw: tuple[int, int], params: list[CameraAugParams
     n = len(frame.images)
     if len(params) != n:
         raise ValueError(f"{len(params)} camera augmentations for {n} cameras")
-    img = np.empty((n, 3, h, w), dtype=np.float32)
+    batch = np.empty((n, h, w, 3), dtype=np.float32)
     ks = np.empty((n, 3, 3), dtype=np.float64)
     ts = np.empty((n, 4, 4), dtype=np.float64)
     fill = np.rint(IMAGENET_MEAN_RGB).astype(np.uint8)
@@ -294,9 +294,9 @@ def augment_frame(frame, input_hw: tuple[int, int], params: list[CameraAugParams
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"camera {i}: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
         out, ks[i], ts[i] = resize_crop_flip(image, frame.intrinsics[i], frame.cam2ego[i], input_hw, p, fill)
-        x = photometric_distort(out, p.photometric) if p.photometric else out.astype(np.float32)
-        x = (x - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+        batch[i] = photometric_distort(out, p.photometric) if p.photometric else out
         if p.gridmask is not None:
-            x[gridmask(input_hw, p.gridmask)] = 0.0
-        img[i] = x.transpose(2, 0, 1)
-    return NetworkInput(img=img, intrinsics=ks.astype(np.float32), cam2ego=ts.astype(np.float32))
+            batch[i][gridmask(input_hw, p.gridmask)] = IMAGENET_MEAN_RGB  # 0 after normalisation
+    img = (batch - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+    return NetworkInput(img=np.ascontiguousarray(img.transpose(0, 3, 1, 2)), intrinsics=ks.astype(np.float32),
+                        cam2ego=ts.astype(np.float32))
