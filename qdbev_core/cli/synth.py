@@ -5,7 +5,8 @@ samples/CAM_*/*.jpg, key-frame samples/LIDAR_TOP/*.pcd.bin, maps/), loadable unc
 nuscenes.NuScenes(version, dataroot), plus <out>/<version>/splits.json with the custom splits
 synth_train / synth_val (the last scenes) and synth_meta.json (config and per-class counts).
 Same arguments give the same bytes. --style repaints the same scenes (colours, textures, light,
-camera response); the default style is the original look, byte for byte. All ten detection classes appear with lidar points within
+camera response); the default style is the original look, byte for byte.
+All ten detection classes appear with lidar points within
 their evaluation range in both splits (an error says so if a tiny config cannot achieve it).
 """
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     n = cfg.scenes * cfg.samples
     w, h = cfg.image_size()
     print(f"wrote {cfg.scenes} scenes x {cfg.samples} samples ({w}x{h} images) to {root} "
-          f"(style {cfg.style.name if cfg.style is not None else 'default'}, version {cfg.version}, splits synth_train/synth_val: {cfg.scenes - cfg.n_val}/{cfg.n_val} scenes) "
+          f"(style {cfg.style.name if cfg.style is not None else 'default'}, version {cfg.version}, "
+          f"splits synth_train/synth_val: {cfg.scenes - cfg.n_val}/{cfg.n_val} scenes) "
           f"in {took:.1f} s ({took / n:.2f} s/sample)")
     return 0

@@ -110,7 +110,8 @@ class SynthStyle:
             v = getattr(self, f.name)
             if isinstance(v, (list, tuple)):
                 if len(v) != 2 or not all(math.isfinite(float(x)) for x in v) or float(v[0]) > float(v[1]):
-                    raise ValueError(f"style {self.name!r}: {f.name} must be a (low, high) range with low <= high, got {v!r}")
+                    raise ValueError(f"style {self.name!r}: {f.name} must be a (low, high) range with low <= high, "
+                                     f"got {v!r}")
                 object.__setattr__(self, f.name, (float(v[0]), float(v[1])))
         for key, lo in (("haze_m", 1.0), ("exposure", 0.01), ("gamma", 0.05), ("ambient", 0.0), ("diffuse", 0.0),
                         ("blur_sigma_px", 0.0), ("noise_std", 0.0), ("object_texture_scale_m", 0.01)):
