@@ -96,17 +96,10 @@ def parse_model_sets(items: list[str]) -> dict:
 
 
 def check_image_aug(names: str) -> None:
-    """Reject unknown ``--image-aug`` names, and the flag altogether while the trainer does not
-    build its ``DataConfig`` with ``train.data.data_config_for`` (it would be silently ignored)."""
-    import inspect
-
-    from ..train import trainer
+    """Reject unknown ``--image-aug`` names before anything is loaded."""
     from ..train.augment import ImageAugConfig
 
     try:
-        parsed = ImageAugConfig.from_names(names)
+        ImageAugConfig.from_names(names)
     except ValueError as exc:
         raise SystemExit(f"--image-aug: {exc}") from exc
-    if parsed is not None and "data_config_for" not in inspect.getsource(trainer):
-        raise SystemExit("--image-aug: this trainer does not pass TrainConfig.image_aug to its DataConfig yet "
-                         "(train/trainer.py must build it with train.data.data_config_for)")

@@ -32,9 +32,8 @@ from ..checkpoint import read_sidecar, save_weights, sidecar_path, write_sidecar
 from ..classes import CLASS_NAMES
 from ..data.reader import NuScenesReader
 from ..model import BEVDetector, DetectionLoss, get_config
-from .augment import BevAugmentConfig
 from .config import TrainConfig
-from .data import DataConfig, DetectionDataset, collate
+from .data import DetectionDataset, collate, data_config_for
 from .qat import QatRun
 from .schedule import warmup_cosine
 
@@ -158,8 +157,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
     reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
-    data_cfg = DataConfig(input_hw=tuple(model_cfg.image_size), augment=BevAugmentConfig() if cfg.augment else None,
-                          temporal=cfg.temporal)
+    data_cfg = data_config_for(cfg, tuple(model_cfg.image_size))
     dataset = DetectionDataset(reader, data_cfg)
     start = 0
     if ckpt_path.is_file():

@@ -257,3 +257,21 @@ def test_train_cli_flag() -> None:
     assert p.parse_args(["--dataroot", "x", "--out", "y"]).image_aug == ""
     with pytest.raises(SystemExit, match="unknown image augmentation"):
         train_cli.check_image_aug("sepia")
+
+
+def test_trainer_feeds_the_augmented_images(synth_dataroot, tmp_path) -> None:
+    """`TrainConfig.image_aug` reaches the training batches: the same seed and step give another loss."""
+    from qdbev_core.train.config import TrainConfig
+    from qdbev_core.train.trainer import read_metrics, train
+
+    def first_loss(out, aug: str) -> float:
+        cfg = TrainConfig(model="nano", dataroot=synth_dataroot, split="synth_train", out=out, steps=1, batch_size=1,
+                          warmup_steps=0, ckpt_every=10, log_every=1, eval_split=None, num_workers=0, threads=1,
+                          image_aug=aug, model_overrides={"num_queries": 30, "image_size": (64, 176), "bev_h": 16,
+                                                          "bev_w": 16})
+        train(cfg, progress=False)
+        return float(next(r for r in read_metrics(out / "metrics.csv") if r.get("loss"))["loss"])
+
+    plain, again = first_loss(tmp_path / "a", ""), first_loss(tmp_path / "b", "")
+    assert plain == again  # deterministic without augmentation
+    assert first_loss(tmp_path / "c", "all") != plain
