@@ -50,15 +50,25 @@ from pathlib import Path
 from typing import Any
 
 
-def _exit_0_on_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise SystemExit(0)
+_STOP = threading.Event()
+"""Set by SIGINT in the ``qdbev_node`` process: main() stops cleanly at the next safe point."""
+
+
+def _request_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """SIGINT handler of the console script: remember the request, raise nothing.
+
+    A ``KeyboardInterrupt`` raised at a random point can land inside a pybind11 call of rclpy /
+    onnxruntime and abort the process ("terminate called after throwing ... KeyboardInterrupt",
+    exit -6). rclpy's own handler (chained before this one) shuts the context down, which ends
+    the spin; before that, main() checks ``_STOP`` after each startup step.
+    """
+    _STOP.set()
 
 
 if __name__ == "__main__" or Path(sys.argv[0]).name == "qdbev_node":
-    # Ctrl-C while the process still imports rclpy / numpy / torch (seconds on a loaded machine;
-    # a launch system may stop it then) is a clean stop, not a KeyboardInterrupt traceback;
-    # main() puts Python's handler back before rclpy installs its own.
-    signal.signal(signal.SIGINT, _exit_0_on_sigint)
+    # from the first line on: Ctrl-C while importing rclpy / numpy / torch (seconds on a loaded
+    # machine; a launch system may stop it then) must not be a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, _request_stop)
 
 from collections import deque
 
@@ -978,8 +988,8 @@ def main(args: list[str] | None = None) -> int:
 
     Ctrl-C at any moment (while the engine loads, while spinning, during cleanup) exits 0.
     """
-    if signal.getsignal(signal.SIGINT) is _exit_0_on_sigint:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _request_stop)
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -988,11 +998,14 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _run(args: list[str] | None) -> int:
+    if _STOP.is_set():
+        return 0
     rclpy.init(args=args)
     try:
         node = QdbevNode()
     except Exception as exc:  # noqa: BLE001 - sorted below
-        if not rclpy.ok():  # Ctrl-C while starting: whatever failed, it failed because of the shutdown
+        if _STOP.is_set() or not rclpy.ok():  # Ctrl-C while starting: it failed because of the shutdown
+            rclpy.try_shutdown()
             return 0
         if not isinstance(exc, NodeStartupError):
             raise
@@ -1002,7 +1015,8 @@ def _run(args: list[str] | None) -> int:
     executor = SingleThreadedExecutor()
     try:
         executor.add_node(node)
-        spin_until_shutdown(executor, node.context)
+        if not _STOP.is_set():  # a Ctrl-C while the engine loaded: stop now
+            spin_until_shutdown(executor, node.context)
     finally:
         executor.shutdown()
         node.destroy_node()
