@@ -2,7 +2,7 @@
 
 Pure functions over message objects: no node, no rclpy context needed.
 
-Mapping of one detection (DESIGN.md section 3; boxes are in the header's frame, ``base_link``):
+Mapping of one detection (docs/DESIGN.md §3; boxes are in the header's frame, ``base_link``):
 
 - ``results[0].hypothesis.class_id`` = class name (e.g. ``"car"``), ``.score`` = confidence;
 - ``bbox.center.position`` = box centre at mid-height (m);

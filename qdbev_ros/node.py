@@ -1,6 +1,6 @@
 """``qdbev_node``: six synchronized cameras in, ``vision_msgs/Detection3DArray`` out.
 
-Inner workings (the Autoware camera-BEV node pattern, DESIGN.md section 5):
+Inner workings (the Autoware camera-BEV node pattern, docs/DESIGN.md §5):
 
 1. Parameters are declared with descriptions and ranges (``config/qdbev.yaml``); bad values stop
    the node with one clear FATAL line (an integer literal for a float parameter is taken as the
