@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                 node_proc.wait(timeout=10)
         reader.join(timeout=5)
         tmp.cleanup()
+    from qdbev_core.hardware import machine_info
+
+    result["machine"] = machine_info()  # CPU model and ISA: int8 speed depends on VNNI
+    print(f"stream_bench: {result['machine']['cpu_summary']}", file=sys.stderr)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json is not None:

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time all backends in one process, round-robin frame by frame (fair ratios on a loaded CPU; "
                         "RSS is then shared)")
     p.add_argument("--repeat", type=int, default=1, help="passes over the timed frames (--interleave)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile N frames per backend and print its top operators "
+                        "(onnxruntime's profiler, torch.profiler; not with --interleave)")
     p.add_argument("--out-dir", type=Path, default=Path("out/bench"), help="results JSON / evaluator output per row")
     p.add_argument("--json", type=Path, default=Path("out/bench.json"), help="where to write the numbers")
     p.add_argument("--_one", default=None, help=argparse.SUPPRESS)
@@ -94,7 +97,12 @@ def _measure(args: argparse.Namespace, backend: str, precision: str, model: str)
     run(min(args.warmup, n), keep=False)
     rec = run(n, keep=True)
     rss_mb = _peak_rss_mb()  # before the evaluator loads
-    return _result_row(args, backend, precision, model, engine, rec, n, load_s, rss_mb)
+    row = _result_row(args, backend, precision, model, engine, rec, n, load_s, rss_mb)
+    if args.profile > 0:
+        from ..engine.profiling import profile_engine
+
+        row["profile"] = profile_engine(engine, frames[: args.profile], top=12)
+    return row
 
 
 def _result_row(args, backend: str, precision: str, model, engine, rec: dict, n: int, load_s: float,
@@ -260,6 +268,15 @@ def _prepare(args: argparse.Namespace, combos: list[tuple[str, str, str]]) -> No
             load_engine(model, backend="tensorrt", precision=precision)
 
 
+def format_profile(label: str, prof: dict) -> str:
+    """The top operators of one backend as a small text table (ms per frame, share of the profiled time)."""
+    lines = [f"top operators, {label} ({prof['tool']}, {prof['frames']} frames, {prof['total_ms_per_frame']:.1f} ms "
+             "per frame profiled):", "  share   ms/frame  calls/frame  operator"]
+    for op in prof["ops"]:
+        lines.append(f"  {op['share'] * 100:5.1f} %  {op['ms_per_frame']:8.2f}  {op['calls_per_frame']:11.1f}  {op['op']}")
+    return "\n".join(lines)
+
+
 def _table(title: str, rows: list[dict]) -> str:
     ref = next((r for r in rows if r.get("backend") == "torch" and r.get("precision") == "fp32" and "total_ms_median" in r), None)
     head = (f"{'backend':<12}{'prec':<6}{'pre ms':>8}{'inf ms':>9}{'inf p90':>9}{'post ms':>8}{'total':>8}"
@@ -291,8 +308,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_measure_interleaved(args, combos)))
         return 0
     import os
-    import platform
 
+    if args.profile and args.interleave:
+        raise SystemExit("qdbev bench: --profile times each backend in its own process; drop --interleave")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     from ..engine import load_detector
@@ -339,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     common = ["--model", args.model, "--frames", str(args.frames), "--warmup", str(args.warmup),
               "--dataroot", str(args.dataroot), "--version", args.version, "--split", args.split,
               "--threads", str(args.threads), "--device", args.device, "--out-dir", str(args.out_dir),
-              "--repeat", str(args.repeat), "--_frames_file", str(frames_file)] \
+              "--repeat", str(args.repeat), "--profile", str(args.profile), "--_frames_file", str(frames_file)] \
         + (["--no-nds"] if args.no_nds else []) + (["--shared-cpu"] if args.shared_cpu else [])
     jobs = [(f"{b} {p}", ["--_one", f"{b}|{p}|{m}"], [(b, p)]) for b, p, m in combos]
     if args.interleave and combos:
@@ -356,24 +374,21 @@ def run(args: argparse.Namespace) -> int:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         rows += out if isinstance(out, list) else [out]
     tmpdir.cleanup()
-    import onnxruntime
-    import torch
+    from ..hardware import machine_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    machine = machine_info()
+    libs = machine["libraries"]
     title = (f"qdbev bench — synthetic data (SynthScenes-format split {args.split!r}, {n} frames): "
-             f"{Path(str(args.model)).name}, {cpu}, {os.cpu_count()} cores, {args.threads} threads"
+             f"{Path(str(args.model)).name}, {machine['cpu_summary']}, {args.threads} threads"
              f"{' (shared CPU: no spin-waiting)' if args.shared_cpu else ''}"
              f"{f', interleaved round-robin x{args.repeat}' if args.interleave else ''}, "
-             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+             f"torch {libs['torch']}, onnxruntime {libs['onnxruntime']}")
     print(_table(title, rows))
+    for r in rows:
+        if r.get("profile"):
+            print(format_profile(f"{r['backend']} {r['precision']}", r["profile"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"title": title, "int8_model": int8_model, "rows": rows}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"title": title, "machine": machine, "int8_model": int8_model, "rows": rows},
+                                    indent=2) + "\n")
     print(args.json)
     return 0

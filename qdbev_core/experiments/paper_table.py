@@ -60,7 +60,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -396,17 +395,10 @@ def score_file(path: Path, cfg: PaperTableConfig, out_dir: Path) -> dict:
 
 
 def machine_info() -> dict:
-    import torch
+    """Where the table was made (``hardware.machine_info``: CPU, ISA, libraries, GPU)."""
+    from ..hardware import machine_info as info
 
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return info()
 
 
 # --- the experiment ----------------------------------------------------------------------------------------
@@ -793,7 +785,7 @@ def render_markdown(result: dict, figure: Path | None = None) -> str:
             a = r.get("archived", {})
             status = f"archived result `{a.get('file')}`, trained at commit {str(a.get('commit'))[:12]} on {a.get('date')}"
         L.append(f"- `{r['row']}` seed {r.get('seed')} ({status}): `{r['command'] or 'the teacher file, scored as-is'}`")
-    L += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, torch {m['torch']}"
+    L += ["", f"Machine: {m.get('cpu_summary') or m['cpu']}, {m['platform']}, Python {m['python']}, torch {m['torch']}"
           + (f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU") + f"; {s['ddp_procs']} training process(es).",
           f"Total wall time of the last invocation: {_dur(result['wall_s'])} (reused runs cost only their scoring, "
           "archived runs nothing).",
