@@ -9,9 +9,14 @@ Semantics (those of ``message_filters.ApproximateTimeSynchronizer`` in ROS 2 Pyt
 
 - one queue per input, keyed by header stamp, at most ``queue_size`` messages; when a queue
   overflows the message that *arrived* first is dropped (a message with the same stamp as a
-  queued one replaces it). ``message_filters`` drops the smallest stamp instead, which after a
-  jump back in time is the message that just arrived: the queue then keeps only pre-jump
-  messages and no set forms until the stamps catch up (issue 18);
+  queued one replaces it and counts as the newest arrival; the replaced one counts as dropped),
+  so the message that just arrived is never the one dropped. ``message_filters`` drops the
+  smallest stamp instead, which after a jump back in time is the message that just arrived: the
+  queue then keeps only pre-jump messages and no set forms until the stamps catch up (issue 18).
+  (Until issue 23 a duplicate stamp kept the replaced message's place in the arrival order, so
+  after ``configure`` shrank the queues it could evict itself; the search then still used its
+  stamp and raised ``KeyError``, losing the messages already taken from earlier inputs
+  uncounted. ``test/unit/test_sync_self_eviction.py``);
 - when a message arrives, the other queues' messages within ``slop`` seconds of its stamp are
   the candidates, tried nearest-first; the first combination (one message per input, the new
   one included) whose stamps span strictly less than ``slop`` is emitted by calling
@@ -125,14 +130,22 @@ class ApproxTimeSync:
         with self._lock:
             self._check_jump_back(index, t)
             q = self.queues[index]
+            if t in q:  # the same stamp again: the new message replaces the queued one ...
+                del q[t]  # ... and is the newest arrival (it does not inherit the old one's place)
+                self.dropped[index] += 1
             q[t] = msg
             while len(q) > self.queue_size:
                 del q[next(iter(q))]  # first arrived (dicts keep insertion order), not smallest stamp
                 self.dropped[index] += 1
+            if t not in q:  # evicted by its own arrival: cannot happen with queue_size >= 1; never search
+                return None
             chosen = self._search(index, t)
             if chosen is None:
                 return None
-            msgs = tuple(self.queues[i].pop(s) for i, s in enumerate(chosen))
+            # look every message up before removing any: a set leaves its queues whole or not at all
+            msgs = tuple(self.queues[i][s] for i, s in enumerate(chosen))
+            for i, s in enumerate(chosen):
+                del self.queues[i][s]
             for i, s in enumerate(chosen):  # older than the emitted one: can never be used
                 q = self.queues[i]
                 old = [k for k in q if k < s]
