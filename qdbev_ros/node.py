@@ -23,6 +23,8 @@ Inner workings (the Autoware camera-BEV node pattern, docs/DESIGN.md §5):
    has no velocity field) and then the detections (``~/detections``, ``Detection3DArray``) with
    one header (stamp = CAM_FRONT's header stamp, ``frame_id`` parameter), markers and timings.
    Consumers pair the two by exact stamp (``qdbev_ros.conversions.msg_to_detections``).
+   With ``publish_autoware_objects`` the same detections also go out as Autoware's
+   ``autoware_perception_msgs/DetectedObjects`` on ``~/objects`` (``qdbev_ros.autoware``).
 
 Bad input never stops the node: each problem is logged (rate-limited per (camera, kind) by
 ``qdbev_ros.log_limit.LogLimiter``: a new episode is logged, a burst is summarized), counted, and
@@ -99,6 +101,7 @@ from qdbev_core.frame_assembly import (
 )
 from qdbev_core.types import CAMERA_NAMES, Detections
 
+from .autoware import OBSTACLE_LABELS, detections_to_objects
 from .conversions import copy_header, detections_to_msg, stamp_to_seconds, velocities_to_msg
 from .diagnostics import PIPELINE, DiagnosticsState
 from .log_limit import LogLimiter
@@ -184,6 +187,10 @@ _PARAMS: list[tuple[str, Any, str, dict]] = [
     ("allow_missing_cameras", False, "Keep detecting while some cameras are stale (a black image stands in for "
      "each); off = no output rather than degraded output.", {}),
     ("publish_markers", True, "Publish ~/markers (visualization_msgs/MarkerArray) for RViz.", {}),
+    ("publish_autoware_objects", False, "Also publish ~/objects (autoware_perception_msgs/DetectedObjects) for "
+     "Autoware's perception stack (docs/NODE.md, Autoware output).", {}),
+    ("autoware_obstacle_label", "UNKNOWN", "Autoware label of barrier and traffic_cone on ~/objects: UNKNOWN "
+     "(every Autoware version; planned around as an obstacle) | HAZARD (autoware_perception_msgs >= 1.7.0).", {}),
     ("marker_score_threshold", 0.3, "Only detections scoring at least this get markers [0, 1].",
      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
     ("diagnostics_period_s", 1.0, "Period of /diagnostics, seconds.",
@@ -231,6 +238,7 @@ class QdbevNode(Node):
         self.pub_det = self.create_publisher(Detection3DArray, "~/detections", 10)
         self.pub_vel = self._velocity_publisher()
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.p["publish_markers"] else None
+        self.pub_objects = self._autoware_publisher()
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pub_time = {k: self.create_publisher(Float64, f"~/debug/processing_time/{k}_ms", 10)
                          for k in ("preprocess", "inference", "postprocess")}
@@ -324,6 +332,7 @@ class QdbevNode(Node):
             raise NodeStartupError(f"parameter 'device' is {p['device']!r}; use cpu, cuda or cuda:<index>")
         choice("calibration_source", ("tf", "file"))
         choice("ego_pose_source", ("tf", "odometry", "none"))
+        choice("autoware_obstacle_label", OBSTACLE_LABELS)
         if not p["model"]:
             raise NodeStartupError("parameter 'model' is empty: set it to a name in models/manifest.yaml or a "
                                    ".safetensors path (e.g. --ros-args -p model:=models/nano-fp32.safetensors)")
@@ -411,6 +420,23 @@ class QdbevNode(Node):
                 "workspace)")
             return None
         return self.create_publisher(ObjectVelocityArray, "~/detections/velocity", 10)
+
+    def _autoware_publisher(self):
+        """``~/objects`` publisher where ``publish_autoware_objects`` is on, else ``None``.
+
+        Asked for but ``autoware_perception_msgs`` not importable: a FATAL startup error (the
+        user wants the output; silently leaving it out would starve the Autoware stack).
+        """
+        if not self.p["publish_autoware_objects"]:
+            return None
+        try:
+            from autoware_perception_msgs.msg import DetectedObjects
+        except ImportError as exc:
+            raise NodeStartupError(
+                f"publish_autoware_objects is true but autoware_perception_msgs is not importable ({exc}): "
+                "install Autoware's package (ros-<distro>-autoware-perception-msgs) or build "
+                "ros_interfaces/autoware_perception_msgs (`make setup`, or add it to the colcon workspace)") from exc
+        return self.create_publisher(DetectedObjects, "~/objects", 10)
 
     def _load_engine(self):
         from qdbev_core.engine import load_engine
@@ -898,6 +924,8 @@ class QdbevNode(Node):
         if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
             self.pub_vel.publish(velocities_to_msg(det, header))
         self.pub_det.publish(detections_to_msg(det, header))
+        if self.pub_objects is not None:
+            self.pub_objects.publish(detections_to_objects(det, header, self.p["autoware_obstacle_label"]))
         if self.pub_markers is not None:
             keep = np.asarray(det.scores) >= self.p["marker_score_threshold"]
             shown = Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
