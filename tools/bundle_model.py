@@ -51,7 +51,8 @@ def _wall_s(run: Path, side: dict) -> float:
 
 def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str = "model.safetensors",
            eval_command: str = "", notes: str = "", models_dir: Path | None = None,
-           make_default: bool = False, history_free_state: bool = False) -> dict:
+           make_default: bool = False, history_free_state: bool = False,
+           other_evals: dict[str, Path] | None = None) -> dict:
     """Copy ``run/weights`` (+ sidecar) to ``models_dir/<name>.safetensors`` and write its manifest entry."""
     from qdbev_core.quant.pack import PACK_FORMAT
 
@@ -95,6 +96,8 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
             "size_ratio": round(rep["ratio"], 2),
             "teacher": (side.get("qat") or {}).get("teacher"),
             "qat_mode": (side.get("qat") or {}).get("mode"),
+            "qat_progressive": bool((side.get("qat") or {}).get("progressive")),
+            "qat_seed": (side.get("train") or {}).get("seed"),
         })
     entry.update({
         "data_recipe": data_recipe,
@@ -110,6 +113,13 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
         },
         "notes": notes,
     })
+    if other_evals:  # the same model scored on other splits (name -> metrics_summary.json)
+        entry["metrics_other_splits"] = {}
+        for split_name, path in other_evals.items():
+            other = json.loads(Path(path).read_text())
+            entry["metrics_other_splits"][split_name] = {
+                "nds": round(other["nd_score"], 4), "map": round(other["mean_ap"], 4),
+                **{k: round(v, 4) for k, v in other.get("tp_errors", {}).items()}}
     manifest = models_dir / "manifest.yaml"
     data = yaml.safe_load(manifest.read_text()) if manifest.is_file() else None
     data = data or {"models": []}
@@ -131,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-json", type=Path, required=True, help="metrics_summary.json of the official evaluation")
     ap.add_argument("--eval-command", default="", help="command that reproduces the evaluation")
     ap.add_argument("--notes", default="", help="free text shown with the entry")
+    ap.add_argument("--other-eval", action="append", default=[], metavar="NAME=PATH",
+                    help="metrics_summary.json of the same model on another split, recorded under NAME (repeatable)")
     ap.add_argument("--default", action="store_true",
                     help="make this the manifest's default model (demo, config/qdbev.yaml and launch files name it too)")
     ap.add_argument("--models-dir", type=Path, default=None, help="models folder (default $QDBEV_MODELS_DIR or ./models)")
@@ -139,8 +151,14 @@ def main(argv: list[str] | None = None) -> None:
                          "without history, as training feeds it; inference only)")
     args = ap.parse_args(argv)
     weights = "model.packed.safetensors" if args.packed else args.weights
+    others = {}
+    for item in args.other_eval:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--other-eval takes NAME=PATH, got {item!r}")
+        others[name] = Path(path)
     entry = bundle(args.run, args.name, args.data_recipe, args.eval_json, weights, args.eval_command, args.notes,
-                   args.models_dir, args.default, args.history_free_state)
+                   args.models_dir, args.default, args.history_free_state, others)
     print(json.dumps(entry, indent=2))
 
 

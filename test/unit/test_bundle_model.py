@@ -50,7 +50,7 @@ def test_bundle_packed_model_and_predict_by_name(repo_root: Path, synth_dataroot
     inputs = _inputs()
     calibrate(q, [inputs])
     run = tmp_path / "run"
-    meta = {"command": "qdbev qat --mode qdbev ...", "step": 3, "train": {"log_every": 1},
+    meta = {"command": "qdbev qat --mode qdbev ...", "step": 3, "train": {"log_every": 1, "seed": 2},
             "qat": {"teacher": "nano-fp32", "mode": "qdbev", "bits": "w4a6"}}
     pack_model(q.eval(), run / "model.packed.safetensors", meta)
     (run / "metrics.csv").write_text("step,s_per_step,loss\n1,2.0,5\n2,4.0,4\n3,6.0,3\n")
@@ -60,8 +60,11 @@ def test_bundle_packed_model_and_predict_by_name(repo_root: Path, synth_dataroot
     monkeypatch.setenv("QDBEV_MODELS_DIR", str(models))
 
     tool = _bundle_tool(repo_root)
+    ev2 = tmp_path / "other_summary.json"
+    ev2.write_text(json.dumps({"nd_score": 0.4, "mean_ap": 0.3, "tp_errors": {"trans_err": 0.6}}))
     tool.main(["--run", str(run), "--packed", "--name", "nano-w4a6-qdbev", "--data-recipe", "make nano-data",
-               "--eval-json", str(ev), "--eval-command", "qdbev predict ...", "--default"])
+               "--eval-json", str(ev), "--eval-command", "qdbev predict ...", "--default",
+               "--other-eval", f"val-seed5={ev2}"])
     assert yaml.safe_load((models / "manifest.yaml").read_text())["default"] == "nano-w4a6-qdbev"
     assert default_model() == "nano-w4a6-qdbev"
     entry = {e["name"]: e for e in yaml.safe_load((models / "manifest.yaml").read_text())["models"]}["nano-w4a6-qdbev"]
@@ -71,6 +74,8 @@ def test_bundle_packed_model_and_predict_by_name(repo_root: Path, synth_dataroot
     assert entry["format"] == "qdbev-packed-v1" and entry["precision"] == "w4a6" and entry["qat_mode"] == "qdbev"
     assert entry["teacher"] == "nano-fp32" and entry["size_ratio"] > 4 and entry["fp32_size_mb"] > entry["size_mb"]
     assert entry["metrics"]["nds"] == 0.3123 and entry["metrics"]["trans_err"] == 0.5
+    assert entry["metrics_other_splits"] == {"val-seed5": {"nds": 0.4, "map": 0.3, "trans_err": 0.6}}
+    assert entry["qat_seed"] == 2 and entry["qat_progressive"] is False
     assert entry["training_command"] == meta["command"] and entry["data_recipe"] == "make nano-data"
     assert entry["training_wall_time_min"] == pytest.approx(0.2)
 
