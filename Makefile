@@ -47,11 +47,14 @@ distclean: clean
 #                      models/manifest.yaml): stage 1 at 128x352 input / 32x32 BEV from scratch,
 #                      stage 2 = the nano config (192x352 / 48x48) warm-started from stage 1
 #   make nano-eval     official nuScenes metrics of the bundled model on the held-out val split
-#   make nano-w4a6-eval  the same for the bundled default nano-w4a6-qdbev (trained by make paper-table)
+#   make nano-w4a6-eval  the bundled default nano-w4a6-qdbev (QD-BEV W4A6 of nano-fp32-yaw, made by make
+#                        paper-table) through onnxruntime int8 on both val splits
 #   make nano-yaw-eval   the same for nano-fp32-yaw, the model that meets issue 3's NDS >= 0.45
 #                        (its chain: nano-vel-train -> nano-xl-train -> nano-enc2-train -> nano-yaw-train)
 NANO_TRAIN_DATA ?= data/synth-train
 NANO_VAL_DATA ?= data/synth-val
+# larger held-out split (10 scenes x 40, seed 5): the paper table's scores and the default model's second split
+NANO_SCORE_DATA ?= data/synth-val-s5
 NANO_STAGE1 ?= runs/nano-fp32-stage1
 NANO_RUN ?= runs/nano-fp32-v2
 NANO_STAGE1_STEPS ?= 5000
@@ -83,10 +86,14 @@ nano-eval: nano-val-data
 	$(VENV)/bin/qdbev predict --model nano-fp32 --dataroot $(NANO_VAL_DATA) --split synth_val \
 	  --out out/nano-fp32-eval/results.json --eval-dir out/nano-fp32-eval
 
-# the bundled default, the packed QD-BEV W4A6 nano (made by `make paper-table`, row qdbev)
-nano-w4a6-eval: nano-val-data
-	$(VENV)/bin/qdbev predict --model nano-w4a6-qdbev --dataroot $(NANO_VAL_DATA) --split synth_val \
-	  --out out/nano-w4a6-qdbev-eval/results.json --eval-dir out/nano-w4a6-qdbev-eval
+# the bundled default, the packed QD-BEV W4A6 quantization of nano-fp32-yaw (made by `make paper-table`,
+# row qdbev, seed 0), through onnxruntime int8 as the node runs it, on both val splits; the teacher on
+# the same splits with nano-yaw-eval / nano-yaw-score-eval
+nano-w4a6-eval: nano-val-data nano-score-data
+	$(VENV)/bin/qdbev predict --model nano-w4a6-qdbev --backend onnxruntime --dataroot $(NANO_VAL_DATA) \
+	  --split synth_val --out out/nano-w4a6-qdbev-eval/results.json --eval-dir out/nano-w4a6-qdbev-eval
+	$(VENV)/bin/qdbev predict --model nano-w4a6-qdbev --backend onnxruntime --dataroot $(NANO_SCORE_DATA) \
+	  --split synth_val --out out/nano-w4a6-qdbev-eval-s5/results.json --eval-dir out/nano-w4a6-qdbev-eval-s5
 
 # candidate successor of nano-fp32 (issue 3, not the QD-BEV teacher): nano-fp32 fine-tuned 4000 steps
 # with the velocity code weight raised 0.2 -> 1.0, because at 0.2 the L1 loss had settled on vx = vy = 0
@@ -166,6 +173,12 @@ nano-yaw-eval: nano-val-data
 	$(VENV)/bin/qdbev predict --model nano-fp32-yaw --dataroot $(NANO_VAL_DATA) --split synth_val \
 	  --out out/nano-fp32-yaw-eval/results.json --eval-dir out/nano-fp32-yaw-eval
 
+# nano-fp32-yaw on the paper table's larger score split (10 scenes x 40, seed 5)
+.PHONY: nano-yaw-score-eval
+nano-yaw-score-eval: nano-score-data
+	$(VENV)/bin/qdbev predict --model nano-fp32-yaw --dataroot $(NANO_SCORE_DATA) --split synth_val \
+	  --out out/nano-fp32-yaw-eval-s5/results.json --eval-dir out/nano-fp32-yaw-eval-s5
+
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
 #   make paper-table   FP32 / standard / progressive / QD-BEV (standard and progressive) W4A6 / W8A8
@@ -178,7 +191,6 @@ nano-yaw-eval: nano-val-data
 # cores) is completed over several sittings: each rerun trains only what is missing. A subset, e.g.
 # `make paper-table PAPER_ROWS=qdbev PAPER_SEEDS=0`, trains and archives just that run.
 # PAPER_STEPS x PAPER_BATCH (global) per row, PAPER_PROCS DDP processes (2 is ~1.5x faster on 2 cores).
-NANO_SCORE_DATA ?= data/synth-val-s5
 PAPER_TEACHER ?= nano-fp32-yaw
 PAPER_STEPS ?= 1500
 PAPER_BATCH ?= 2
