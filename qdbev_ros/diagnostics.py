@@ -13,7 +13,8 @@ Statuses (``name`` / ``hardware_id``):
   ``window_s``, last stage timings. ERROR while waiting for calibration, while a required camera
   is stale, while the node's watchdog reports a stall (``set_stall``: images arrive but no camera
   set forms, or sets form but nothing is published, for longer than ``camera_timeout_s``), or
-  after an engine error in the last ``error_hold_s``; WARN after other bad input in that window.
+  after an engine error in the last ``error_hold_s``; WARN after other bad input in that window
+  (and while a camera is not OK). A warning never masks an error of the same window.
 - ``qdbev_node: camera <NAME>`` (hardware_id = camera name) — rate (Hz), messages, seconds since
   the last image, error counts per kind, the last error. ERROR when no image came for
   ``camera_timeout_s`` (``stale``), when calibration is missing, or after a bad image in the last
@@ -49,6 +50,20 @@ def level_name(level: bytes) -> str:
     return _LEVEL_NAMES.get(level, repr(level))
 
 
+def _held(s: "_Source", now: float, hold: float) -> tuple[bytes, str] | None:
+    """``(level, "kind: message")`` of the problems of ``s`` within the last ``hold`` seconds, or None.
+
+    ERROR when any ERROR kind occurred in that window (a later warning does not mask it), else
+    WARN; the message is the most recent problem of that level.
+    """
+    recent = [(t, kind, text) for kind, (text, t) in s.last_by_kind.items() if now - t <= hold]
+    if not recent:
+        return None
+    errors = [r for r in recent if r[1] not in WARN_KINDS]
+    _, kind, text = max(errors or recent, key=lambda r: r[0])
+    return (ERROR if errors else WARN), f"{kind}: {text}"
+
+
 @dataclass
 class _Source:
     received: int = 0
@@ -56,6 +71,7 @@ class _Source:
     last_receipt: float | None = None
     errors: Counter = field(default_factory=Counter)
     last_error: tuple[str, str, float] | None = None  # kind, message, time
+    last_by_kind: dict = field(default_factory=dict)  # kind -> (message, time) of its latest occurrence
     calibration: str = "waiting for CameraInfo"  # "" when calibrated
     stale: bool = False
 
@@ -121,6 +137,7 @@ class DiagnosticsState:
             s = self._src(source)
             s.errors[kind] += 1
             s.last_error = (kind, message, t)
+            s.last_by_kind[kind] = (message, t)
             key = (source, kind)
             first = key not in self._seen
             self._seen.add(key)
@@ -206,7 +223,7 @@ class DiagnosticsState:
             age = now - s.last_receipt
         elif self.running_since is not None:
             age = now - self.running_since
-        recent = s.last_error is not None and now - s.last_error[2] <= hold
+        recent = _held(s, now, hold)
         if s.calibration:
             level, msg = ERROR, f"waiting for calibration: {s.calibration}"
         elif self.running_since is None:
@@ -215,10 +232,8 @@ class DiagnosticsState:
             level, msg = ERROR, f"no image for {age:.1f} s (camera_timeout_s {self.camera_timeout_s:g})"
         elif self._stall_camera is not None and self._stall_camera[0] == name:
             level, msg = ERROR, self._stall_camera[1]
-        elif recent:
-            kind, text, _ = s.last_error
-            level = WARN if kind in WARN_KINDS else ERROR
-            msg = f"{kind}: {text}"
+        elif recent is not None:
+            level, msg = recent
         else:
             level, msg = OK, "receiving"
         values = [
@@ -240,7 +255,7 @@ class DiagnosticsState:
         lat = np.array([ms for t, ms in self._latency if now - t <= self.window_s])
         stale = [n for n, s in self._cams.items() if s.stale]
         waiting = [n for n, s in self._cams.items() if s.calibration]
-        recent = p.last_error is not None and now - p.last_error[2] <= hold
+        recent = _held(p, now, hold)
         if waiting:
             level, msg = ERROR, f"waiting for calibration of {', '.join(waiting)}"
         elif self.running_since is None:
@@ -249,10 +264,8 @@ class DiagnosticsState:
             level, msg = ERROR, f"no detections: camera(s) {', '.join(stale)} stopped"
         elif self._stall:
             level, msg = ERROR, self._stall
-        elif recent:
-            kind, text, _ = p.last_error
-            level = WARN if kind in WARN_KINDS else ERROR
-            msg = f"{kind}: {text}"
+        elif recent is not None:
+            level, msg = recent
         elif any(lv != OK for lv in cam_levels.values()):
             level = WARN
             msg = "running; camera problems: " + ", ".join(n for n, lv in cam_levels.items() if lv != OK)
