@@ -1,15 +1,15 @@
 """Start qdbev_node (and optionally RViz) on a ROS 2 install.
 
-    ros2 launch qdbev qdbev.launch.py use_rviz:=true                     # the bundled QD-BEV W4A6 model, int8
+    ros2 launch qdbev qdbev.launch.py use_rviz:=true                     # config/qdbev.yaml as it is
     ros2 launch qdbev qdbev.launch.py model:=nano-fp32 backend:=torch     # its fp32 teacher in PyTorch
+    ros2 launch qdbev qdbev.launch.py params_file:=my_vehicle.yaml        # every parameter from that file
 
 Arguments (defaults in brackets):
-    model             [nano-w4a6-qdbev]  name in models/manifest.yaml or a .safetensors path
-    backend           [onnxruntime] torch | onnxruntime | tensorrt (onnxruntime: int8 Q/DQ graph of a
-                                    quantized model, exported once into models/engines/)
-    camera_namespace  [/cameras]    topics <ns>/<CAM>/image_raw[/compressed], <ns>/<CAM>/camera_info
-    image_transport   [raw]         raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
-    params_file       [<share/qdbev>/config/qdbev.yaml]  every other node parameter
+    params_file       [<share/qdbev>/config/qdbev.yaml]  the node's parameters (model, backend, cameras, ...)
+    model             ['']          name in models/manifest.yaml or a .safetensors path
+    backend           ['']          torch | onnxruntime | tensorrt
+    camera_namespace  ['']          topics <ns>/<CAM>/image_raw[/compressed], <ns>/<CAM>/camera_info
+    image_transport   ['']          raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
     namespace         ['']          ROS namespace of the node (its topics become /<ns>/qdbev_node/...)
     use_rviz          [false]       also start RViz with config/qdbev.rviz; where rviz2 is not installed
                                     the launch says so and starts the node without it
@@ -17,19 +17,26 @@ Arguments (defaults in brackets):
                                     camera-sized messages); `keep` keeps the environment's
                                     FASTDDS_DEFAULT_PROFILES_FILE (launch rejects an empty `name:=`)
 
-The arguments given here override the same parameters of params_file. Traffic stays on this
-host when ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is set in the environment (tests and the demo
-do). test/unit/test_launch_files.py checks these names against the node's declared parameters.
+`model`, `backend`, `camera_namespace` and `image_transport` default to empty: an empty argument
+is not passed to the node, so params_file decides (the shipped config/qdbev.yaml: the bundled
+model on onnxruntime, /cameras, raw images); a non-empty one is passed after params_file and
+overrides it. Traffic stays on this host when ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is set in
+the environment (tests and the demo do). test/unit/test_launch_files.py checks these names
+against the node's declared parameters.
 """
 
 import shutil
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+OVERRIDABLE = ("model", "backend", "camera_namespace", "image_transport")
+"""Launch arguments that override the node parameter of the same name when not empty."""
 
 KEEP_PROFILE = "keep"
 """``fastdds_profile:=keep``: leave FASTDDS_DEFAULT_PROFILES_FILE as the environment has it."""
@@ -48,16 +55,45 @@ def rviz2_installed() -> bool:
     return True
 
 
+def node_parameters(params_file, values: dict[str, str]) -> list:
+    """The node's ``parameters``: ``params_file``, then the non-empty ``OVERRIDABLE`` values.
+
+    Later entries win in launch_ros, so an explicit argument overrides the file and an empty one
+    leaves the file's value. Values are passed as strings (``ParameterValue(..., value_type=str)``):
+    a model path such as ``2024`` must not become an integer.
+    """
+    overrides = {name: ParameterValue(values[name], value_type=str)
+                 for name in OVERRIDABLE if values.get(name, "") != ""}
+    return [params_file, overrides] if overrides else [params_file]
+
+
+def _qdbev_node(context) -> list:
+    """OpaqueFunction: the qdbev_node action, with the launch arguments resolved."""
+    values = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDABLE}
+    return [Node(
+        package="qdbev",
+        executable="qdbev_node",
+        name="qdbev_node",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=node_parameters(LaunchConfiguration("params_file"), values),
+    )]
+
+
 def generate_launch_description():
     share = FindPackageShare("qdbev")
     args = [
-        DeclareLaunchArgument("model", default_value="nano-w4a6-qdbev",
-                              description="model name in models/manifest.yaml or a .safetensors path"),
-        DeclareLaunchArgument("backend", default_value="onnxruntime", description="torch | onnxruntime | tensorrt"),
-        DeclareLaunchArgument("camera_namespace", default_value="/cameras",
-                              description="prefix of <ns>/<CAM>/image_raw[/compressed] and <ns>/<CAM>/camera_info"),
-        DeclareLaunchArgument("image_transport", default_value="raw",
-                              description="raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="model name in models/manifest.yaml or a .safetensors path "
+                                          "(empty: params_file's)"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="torch | onnxruntime | tensorrt (empty: params_file's)"),
+        DeclareLaunchArgument("camera_namespace", default_value="",
+                              description="prefix of <ns>/<CAM>/image_raw[/compressed] and <ns>/<CAM>/camera_info "
+                                          "(empty: params_file's)"),
+        DeclareLaunchArgument("image_transport", default_value="",
+                              description="raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage) "
+                                          "(empty: params_file's)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "qdbev.yaml"]),
                               description="node parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="ROS namespace of the node"),
@@ -68,22 +104,7 @@ def generate_launch_description():
                                           "'keep' keeps the environment's"),
     ]
     have_rviz = rviz2_installed()
-    node = Node(
-        package="qdbev",
-        executable="qdbev_node",
-        name="qdbev_node",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "model": LaunchConfiguration("model"),
-                "backend": LaunchConfiguration("backend"),
-                "camera_namespace": LaunchConfiguration("camera_namespace"),
-                "image_transport": LaunchConfiguration("image_transport"),
-            },
-        ],
-    )
+    node = OpaqueFunction(function=_qdbev_node)
     rviz = Node(
         package="rviz2",
         executable="rviz2",

@@ -11,7 +11,12 @@ Arguments (defaults in brackets):
                                     waits for CameraInfo (7-20 s on a loaded 2-core machine); after
                                     this many seconds without that line it starts anyway (a warning)
     model, backend, camera_namespace, params_file, namespace, use_rviz, fastdds_profile: as qdbev.launch.py
-    image_transport   [compressed]  `qdbev bag from-nuscenes` writes JPEG CompressedImage by default
+                                    (model, backend, camera_namespace: empty = params_file's)
+    image_transport   [auto]        auto: what the bag holds, read from its metadata.yaml (camera topics
+                                    .../image_raw/compressed -> compressed, .../image_raw -> raw), so a
+                                    bag of `qdbev bag from-nuscenes` (JPEG CompressedImage by default,
+                                    raw with --raw) reaches the node; raw | compressed: that; empty:
+                                    params_file's
 
 The node subscribes to the images only once it has every camera's CameraInfo and TF, which
 `ros2 bag play` publishes together with the first images: the first camera set of the bag is
@@ -22,9 +27,12 @@ spent calibrating the node and yields no detections. `qdbev play --wait-for-subs
 `ros2 bag play` republishes /tf_static with the transient-local QoS recorded in the bag.
 """
 
+import os
+
+import yaml
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, LogInfo,
-                            OpaqueFunction, RegisterEventHandler, TimerAction)
+                            OpaqueFunction, RegisterEventHandler, SetLaunchConfiguration, TimerAction)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -33,6 +41,56 @@ from launch_ros.substitutions import FindPackageShare
 
 READY_MARKER = "ready; waiting for CameraInfo"
 """What qdbev_node logs once its engine is loaded and it subscribes to CameraInfo (qdbev_ros/node.py)."""
+
+
+AUTO_TRANSPORT = "auto"
+"""``image_transport:=auto`` (the default): the transport the bag's camera topics use."""
+
+_IMAGE_TYPES = {"sensor_msgs/msg/CompressedImage": ("compressed", "/image_raw/compressed"),
+                "sensor_msgs/msg/Image": ("raw", "/image_raw")}
+
+
+def bag_image_transport(bag: str, camera_namespace: str = "") -> tuple[str | None, str]:
+    """The node's ``image_transport`` for a rosbag2 folder: ``(transport or None, reason)``.
+
+    Reads ``<bag>/metadata.yaml`` (the folder's, or the folder holding ``bag`` if it is a file)
+    and looks at the image topics ``<ns>/<CAM>/image_raw`` (``sensor_msgs/Image``) and
+    ``<ns>/<CAM>/image_raw/compressed`` (``sensor_msgs/CompressedImage``), under
+    ``camera_namespace`` when it is not empty. ``None`` when the bag has neither or both kinds.
+    """
+    folder = bag if os.path.isdir(bag) else os.path.dirname(bag) or "."
+    path = os.path.join(folder, "metadata.yaml")
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = (yaml.safe_load(f) or {}).get("rosbag2_bagfile_information", {})
+    except (OSError, yaml.YAMLError) as exc:
+        return None, f"cannot read {path}: {exc}"
+    prefix = camera_namespace.rstrip("/") + "/" if camera_namespace else "/"
+    found: dict[str, list[str]] = {}
+    for entry in info.get("topics_with_message_count") or []:
+        meta = (entry or {}).get("topic_metadata") or {}
+        name, kind = str(meta.get("name", "")), _IMAGE_TYPES.get(str(meta.get("type", "")))
+        if kind is not None and name.startswith(prefix) and name.endswith(kind[1]):
+            found.setdefault(kind[0], []).append(name)
+    if len(found) != 1:
+        what = ("no camera image topics" if not found else
+                "both raw and compressed camera image topics")
+        return None, f"{bag} has {what} (<ns>/<CAM>/image_raw[/compressed]{' under ' + prefix if camera_namespace else ''})"
+    (transport, topics), = found.items()
+    return transport, f"{bag}: {len(topics)} camera topics {topics[0]}, ... -> image_transport {transport}"
+
+
+def _resolve_image_transport(context) -> list:
+    """OpaqueFunction: ``image_transport:=auto`` becomes the bag's transport (or empty: params_file)."""
+    value = LaunchConfiguration("image_transport").perform(context)
+    if value != AUTO_TRANSPORT:
+        return []
+    transport, reason = bag_image_transport(LaunchConfiguration("bag").perform(context),
+                                            LaunchConfiguration("camera_namespace").perform(context))
+    if transport is None:
+        return [LogInfo(msg=f"image_transport:=auto: {reason}; using params_file's image_transport"),
+                SetLaunchConfiguration("image_transport", "")]
+    return [LogInfo(msg=f"image_transport:=auto: {reason}"), SetLaunchConfiguration("image_transport", transport)]
 
 
 class PlayOnce:
@@ -66,13 +124,15 @@ def generate_launch_description():
         DeclareLaunchArgument("loop", default_value="false", description="loop the bag"),
         DeclareLaunchArgument("start_delay", default_value="120.0",
                               description="longest wait for the node's ready line before playing anyway, seconds"),
-        DeclareLaunchArgument("model", default_value="nano-w4a6-qdbev",
-                              description="model name in models/manifest.yaml or a .safetensors path"),
-        DeclareLaunchArgument("backend", default_value="onnxruntime", description="torch | onnxruntime | tensorrt"),
-        DeclareLaunchArgument("camera_namespace", default_value="/cameras",
-                              description="prefix of the camera topics in the bag"),
-        DeclareLaunchArgument("image_transport", default_value="compressed",
-                              description="raw | compressed: the image type the bag holds"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="model name in models/manifest.yaml or a .safetensors path "
+                                          "(empty: params_file's)"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="torch | onnxruntime | tensorrt (empty: params_file's)"),
+        DeclareLaunchArgument("camera_namespace", default_value="",
+                              description="prefix of the camera topics in the bag (empty: params_file's)"),
+        DeclareLaunchArgument("image_transport", default_value="auto",
+                              description="auto (what the bag holds) | raw | compressed | empty (params_file's)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "qdbev.yaml"]),
                               description="node parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="ROS namespace of the node"),
@@ -108,6 +168,7 @@ def generate_launch_description():
     play = PlayOnce([play_once, play_loop])
     return LaunchDescription(args + [
         RegisterEventHandler(OnProcessIO(on_stdout=play.on_output, on_stderr=play.on_output)),
+        OpaqueFunction(function=_resolve_image_transport),  # before the include reads image_transport
         detector,
         TimerAction(period=LaunchConfiguration("start_delay"), actions=[OpaqueFunction(function=play.on_timeout)]),
     ])

@@ -99,17 +99,19 @@ def test_main_launch_file_agrees_with_node_and_config(node_params) -> None:
     from qdbev_ros.node import NODE_NAME
 
     assert _literal(_kw(det, "name")) == NODE_NAME
-    # parameters: the params file first, then overrides whose names the node declares
+    # parameters: the params file first, then only the non-empty OVERRIDABLE arguments (issue 18,
+    # 7(a); test_launch_issue18.py runs node_parameters / _qdbev_node with stubs)
     plist = _kw(det, "parameters")
-    assert isinstance(plist, ast.List) and _launch_config_names(plist.elts[0]) == {"params_file"}
-    overrides = plist.elts[1]
-    assert isinstance(overrides, ast.Dict)
-    for key, value in zip(overrides.keys, overrides.values):
-        name = _literal(key)
+    assert isinstance(plist, ast.Call) and plist.func.id == "node_parameters"
+    assert _launch_config_names(plist.args[0]) == {"params_file"}
+    overridable = next(_literal(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                       and getattr(n.targets[0], "id", "") == "OVERRIDABLE")
+    assert set(overridable) == {"model", "backend", "camera_namespace", "image_transport"}
+    for name in overridable:
         assert name in node_params, f"launch passes undeclared parameter {name!r}"
-        assert _launch_config_names(value) == {name}
-        # launch defaults = config/qdbev.yaml values (launching without arguments changes nothing)
-        assert args[name] == PARAMS[name], name
+        assert name in PARAMS, f"config/qdbev.yaml does not set {name!r}"
+        # empty default: launching without arguments passes nothing, so the params file decides
+        assert args[name] == "", name
     assert args["params_file"] == ("path", ("config", "qdbev.yaml"))
     assert args["fastdds_profile"] == ("path", ("config", "fastdds_shm.xml"))
     assert args["use_rviz"] == "false"
@@ -122,20 +124,21 @@ def test_main_launch_file_agrees_with_node_and_config(node_params) -> None:
     assert env and _literal(env[0].args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
     for sub in ("qdbev.yaml", "fastdds_shm.xml", "qdbev.rviz"):
         assert (REPO / "config" / sub).is_file()
-    # every LaunchConfiguration used is declared
-    assert _launch_config_names(tree) <= set(args)
+    # every LaunchConfiguration used is declared (LaunchConfiguration(name) for name in OVERRIDABLE: None here)
+    assert _launch_config_names(tree) - {None} <= set(args)
 
 
 def test_config_and_launch_run_the_manifests_default_model() -> None:
-    """config/qdbev.yaml, both launch files and `make demo` run the same model: the manifest's
-    default (the bundled QD-BEV W4A6 model once it exists), and that model file is bundled."""
+    """config/qdbev.yaml names the manifest's default model (and that model file is bundled); both
+    launch files leave `model` to the params file (default ''), so they run it too."""
     from qdbev_core.models_manifest import default_model, read_manifest, resolve_model
 
     name = default_model(REPO / "models" / "manifest.yaml")
     assert name is not None and name in read_manifest(REPO / "models" / "manifest.yaml")
     assert PARAMS["model"] == name
     for launch in (MAIN, REPLAY):
-        assert _launch_args(ast.parse(launch.read_text()))["model"] == name, launch.name
+        args = _launch_args(ast.parse(launch.read_text()))
+        assert args["model"] == "" and args["params_file"] == ("path", ("config", "qdbev.yaml")), launch.name
     assert resolve_model(name)[0].is_file()
 
 
@@ -145,9 +148,9 @@ def test_replay_launch_file_plays_the_bag_into_the_node(node_params) -> None:
     main_args = _launch_args(ast.parse(MAIN.read_text()))
     assert args["bag"] is None  # required
     assert set(args) >= {"bag", "rate", "loop", "model", "backend", "camera_namespace", "params_file", "use_rviz"}
-    assert args["image_transport"] == "compressed"  # what `qdbev bag from-nuscenes` writes
+    assert args["image_transport"] == "auto"  # the bag's own transport (test_launch_issue18.py, 7(f))
     assert args["use_rviz"] == "true"
-    for shared in ("model", "backend", "camera_namespace", "params_file", "fastdds_profile"):
+    for shared in ("model", "backend", "camera_namespace", "params_file", "fastdds_profile", "namespace"):
         assert args[shared] == main_args[shared], shared
     # it includes qdbev.launch.py and forwards only arguments that file declares
     inc = _calls(tree, "IncludeLaunchDescription")
