@@ -58,6 +58,8 @@ def bag_image_transport(bag: str, camera_namespace: str = "") -> tuple[str | Non
     ``<ns>/<CAM>/image_raw/compressed`` (``sensor_msgs/CompressedImage``), under
     ``camera_namespace`` when it is not empty. ``None`` when the bag has neither or both kinds.
     """
+    if not os.path.exists(bag):
+        return None, f"bag {bag!r} does not exist"
     folder = bag if os.path.isdir(bag) else os.path.dirname(bag) or "."
     path = os.path.join(folder, "metadata.yaml")
     try:
