@@ -1,7 +1,7 @@
 """The live node on a bag scores what offline ``qdbev replay`` scores (NDS within 0.01).
 
 Three processes over real rclpy (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, a ROS domain of
-this test's own, qdbev's Fast DDS profile): ``qdbev_node`` (bundled ``nano-fp32``, compressed
+this test's own, qdbev's Fast DDS profile): ``qdbev_node`` (the manifest's default model, compressed
 images), ``qdbev play --wait-for-subscribers --pace-topic /qdbev_node/detections`` and this
 process, which records the node's detections + velocities with ``qdbev_ros.record.BagRecorder``.
 
@@ -26,13 +26,15 @@ import pytest
 
 from qdbev_core.bag.from_nuscenes import bag_from_nuscenes
 from qdbev_core.bag.layout import DETECTIONS_TOPIC, VELOCITY_TOPIC, NodeParams, read_bag_source
+from qdbev_core.models_manifest import default_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_node_e2e import PARAMS_FILE, REPO, NodeProcess, ros_env, test_domain_id  # noqa: E402
 
 pytest.importorskip("rclpy")
 VERSION = "v1.0-mini"
-MODEL = "nano-fp32"
+MODEL = default_model()  # what users run: the manifest default through config/qdbev.yaml's backend
+CONFIDENT = 0.3
 
 
 def _recorder_node(domain: int):
@@ -124,6 +126,13 @@ def test_live_node_nds_equals_offline_replay(synth_dataroot: Path, tmp_path: Pat
     for t in keys:  # same frames in, same detections out (up to float noise of another process)
         a, b = live_det[t], offline.detections[t]
         assert abs(len(a) - len(b)) <= 2, (t, len(a), len(b))
+        for x, y in ((a, b), (b, a)):  # every confident box has its twin: same class, place, size, score
+            for i in np.flatnonzero(x.scores >= CONFIDENT):
+                same = np.flatnonzero(y.labels == x.labels[i])
+                assert len(same), (t, x.names()[i])
+                d = np.linalg.norm(y.boxes[same, :6] - x.boxes[i, :6], axis=1)
+                j = same[int(np.argmin(d))]
+                assert d.min() < 0.05 and abs(y.scores[j] - x.scores[i]) < 0.01, (t, x.names()[i], d.min())
 
     live_m, live_note = score_replay(live_det, source, tmp_path / "eval_live")
     off_m, off_note = score_replay(offline.detections, source, tmp_path / "eval_replay")
