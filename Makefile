@@ -41,38 +41,74 @@ distclean: clean
 	rm -rf $(VENV)
 
 # ---------------------------------------------------------------------------------------------
-# The bundled nano-fp32 model, reproducible from scratch (long jobs: not part of `make test`).
-#   make nano-data     training + val SynthScenes (~10 min on 2 cores; nano-val-data = val only)
-#   make nano-train    train nano on CPU in two stages (each resumes; ~2.7 h on 2 cores, see
-#                      models/manifest.yaml): stage 1 at 128x352 input / 32x32 BEV from scratch,
-#                      stage 2 = the nano config (192x352 / 48x48) warm-started from stage 1
-#   make nano-eval     official nuScenes metrics of the bundled model on the held-out val split
-#   make nano-w4a6-eval  the bundled default nano-w4a6-qdbev (QD-BEV W4A6 of nano-fp32-yaw, made by make
-#                        paper-table) through onnxruntime int8 on both val splits
-#   make nano-yaw-eval   the same for nano-fp32-yaw, the model that meets issue 3's NDS >= 0.45
-#                        (its chain: nano-vel-train -> nano-xl-train -> nano-enc2-train -> nano-yaw-train)
+# Long jobs (not part of `make test`; each resumes when rerun). Model history: docs/MODELS.md.
+#   make eval MODEL=M [BACKEND=torch|onnxruntime] [EVAL_DATA=dir]   official metrics of a model
+#                      (default: the bundled default through onnxruntime int8 on NANO_VAL_DATA)
+#   make nano-w4a6-eval  the default nano-w4a6-qdbev through onnxruntime int8 on both val splits
+#   make nano-data     training (seed 1) + val (seed 2) SynthScenes; nano-score-data: the larger
+#                      held-out split (seed 5) the paper table scores on
+#   The teacher nano-fp32-yaw from scratch, each step warm-starting from the previous run:
+#   nano-train -> nano-vel-train -> nano-xl-train -> nano-enc2-train -> nano-yaw-train (~9 h on 2 cores)
+#   make paper-table   the QD-BEV table (several seeds) and the default model's run
 NANO_TRAIN_DATA ?= data/synth-train
 NANO_VAL_DATA ?= data/synth-val
-# larger held-out split (10 scenes x 40, seed 5): the paper table's scores and the default model's second split
 NANO_SCORE_DATA ?= data/synth-val-s5
+NANO_XL_DATA ?= data/synth-train-xl
+NANO_S4_DATA ?= data/synth-train-s4
 NANO_STAGE1 ?= runs/nano-fp32-stage1
 NANO_RUN ?= runs/nano-fp32-v2
+NANO_VEL_RUN ?= runs/nano-fp32-vel
+NANO_XL_RUN ?= runs/nano-fp32-xl
+NANO_ENC2_RUN ?= runs/nano-fp32-enc2
+NANO_YAW_A_RUN ?= runs/nano-fp32-yaw-a
+NANO_YAW_RUN ?= runs/nano-fp32-yaw
 NANO_STAGE1_STEPS ?= 5000
 NANO_STEPS ?= 6500
 DDP2 = OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(VENV)/bin/python -m torch.distributed.run --nproc_per_node=2 \
   --rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:0 -m qdbev_core
+# fine-tuning settings shared by the chain after nano-train (2 DDP processes x batch 1)
+NANO_FINETUNE = $(DDP2) train --config nano --model-set 'code_weights=[1,1,1,1,1,1,1,1,1,1]' --split synth_train \
+  --val-dataroot $(NANO_VAL_DATA) --val-split synth_val --batch-size 1 --lr 3e-4 --warmup-steps 100 \
+  --ckpt-every 250 --log-every 10 --threads 1 --workers 0
+NANO_YAW = $(NANO_FINETUNE) --model-set enc_layers=2 --model-set yaw_loss=axis_direction
 
-.PHONY: nano-data nano-val-data nano-train nano-eval nano-w4a6-eval nano-vel-train nano-vel-eval
+.PHONY: eval nano-w4a6-eval nano-data nano-val-data nano-score-data nano-xl-data nano-s4-data \
+  nano-train nano-vel-train nano-xl-train nano-enc2-train nano-yaw-train
+
+MODEL ?= nano-w4a6-qdbev
+BACKEND ?= onnxruntime
+EVAL_DATA ?= $(NANO_VAL_DATA)
+EVAL_OUT ?= out/eval/$(notdir $(MODEL))-$(BACKEND)-$(notdir $(EVAL_DATA))
+eval: nano-val-data nano-score-data
+	$(VENV)/bin/qdbev predict --model $(MODEL) --backend $(BACKEND) --dataroot $(EVAL_DATA) --split synth_val \
+	  --out $(EVAL_OUT)/results.json --eval-dir $(EVAL_OUT)
+
+nano-w4a6-eval: nano-val-data nano-score-data
+	$(MAKE) --no-print-directory eval MODEL=nano-w4a6-qdbev BACKEND=onnxruntime EVAL_DATA=$(NANO_VAL_DATA)
+	$(MAKE) --no-print-directory eval MODEL=nano-w4a6-qdbev BACKEND=onnxruntime EVAL_DATA=$(NANO_SCORE_DATA)
 
 nano-data: nano-val-data
 	test -f $(NANO_TRAIN_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_TRAIN_DATA) \
 	  --scenes 60 --samples 40 --image-scale 0.22 --seed 1 --val-fraction 0.05 --workers 2
 
-# the val scenes alone (~2 min): all the *-eval targets need
 nano-val-data: setup
 	test -f $(NANO_VAL_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_VAL_DATA) \
 	  --scenes 10 --samples 40 --image-scale 0.22 --seed 2 --val-fraction 0.5
 
+# 10 val scenes x 40 (one training scene is generated and unused)
+nano-score-data: setup
+	test -f $(NANO_SCORE_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_SCORE_DATA) \
+	  --scenes 11 --samples 40 --image-scale 0.22 --seed 5 --val-fraction 0.91 --workers 2
+
+nano-xl-data: setup
+	test -f $(NANO_XL_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_XL_DATA) \
+	  --scenes 160 --samples 40 --image-scale 0.22 --seed 3 --val-fraction 0.02 --workers 2
+
+nano-s4-data: setup
+	test -f $(NANO_S4_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_S4_DATA) \
+	  --scenes 160 --samples 40 --image-scale 0.22 --seed 4 --val-fraction 0.02 --workers 2
+
+# stage 1 at 128x352 input / 32x32 BEV from scratch, stage 2 = the nano config warm-started from it
 nano-train: nano-data
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/qdbev train --config nano --model-set 'image_size=[128,352]' \
 	  --model-set bev_h=32 --model-set bev_w=32 --dataroot $(NANO_TRAIN_DATA) --split synth_train \
@@ -82,102 +118,24 @@ nano-train: nano-data
 	  --split synth_train --val-dataroot $(NANO_VAL_DATA) --val-split synth_val --out $(NANO_RUN) --steps $(NANO_STEPS) \
 	  --batch-size 1 --lr 6e-4 --warmup-steps 200 --eval-every 2500 --ckpt-every 250 --log-every 10 --threads 1 --workers 0
 
-nano-eval: nano-val-data
-	$(VENV)/bin/qdbev predict --model nano-fp32 --dataroot $(NANO_VAL_DATA) --split synth_val \
-	  --out out/nano-fp32-eval/results.json --eval-dir out/nano-fp32-eval
-
-# the bundled default, the packed QD-BEV W4A6 quantization of nano-fp32-yaw (made by `make paper-table`,
-# row qdbev, seed 0), through onnxruntime int8 as the node runs it, on both val splits; the teacher on
-# the same splits with nano-yaw-eval / nano-yaw-score-eval
-nano-w4a6-eval: nano-val-data nano-score-data
-	$(VENV)/bin/qdbev predict --model nano-w4a6-qdbev --backend onnxruntime --dataroot $(NANO_VAL_DATA) \
-	  --split synth_val --out out/nano-w4a6-qdbev-eval/results.json --eval-dir out/nano-w4a6-qdbev-eval
-	$(VENV)/bin/qdbev predict --model nano-w4a6-qdbev --backend onnxruntime --dataroot $(NANO_SCORE_DATA) \
-	  --split synth_val --out out/nano-w4a6-qdbev-eval-s5/results.json --eval-dir out/nano-w4a6-qdbev-eval-s5
-
-# candidate successor of nano-fp32 (issue 3, not the QD-BEV teacher): nano-fp32 fine-tuned 4000 steps
-# with the velocity code weight raised 0.2 -> 1.0, because at 0.2 the L1 loss had settled on vx = vy = 0
-NANO_VEL_RUN ?= runs/nano-fp32-vel
-# settings shared by the fine-tuning runs nano-vel-train, nano-xl-train and nano-enc2-train (2 DDP processes x batch 1)
-NANO_FINETUNE = $(DDP2) train --config nano --model-set 'code_weights=[1,1,1,1,1,1,1,1,1,1]' --split synth_train \
-  --val-dataroot $(NANO_VAL_DATA) --val-split synth_val --batch-size 1 --lr 3e-4 --warmup-steps 100 \
-  --ckpt-every 250 --log-every 10 --threads 1 --workers 0
 nano-vel-train: nano-data
-	$(NANO_FINETUNE) --init-from nano-fp32 --dataroot $(NANO_TRAIN_DATA) --out $(NANO_VEL_RUN) --steps 4000 --eval-every 2000
-
-nano-vel-eval: nano-val-data
-	$(VENV)/bin/qdbev predict --model nano-fp32-vel --dataroot $(NANO_VAL_DATA) --split synth_val \
-	  --out out/nano-fp32-vel-eval/results.json --eval-dir out/nano-fp32-vel-eval
-
-# issue 3, next step: nano-fp32-vel scores NDS 0.42 on 5 of its own training scenes and 0.35 on the
-# held-out val scenes (it over-fits the 57 training scenes), so it is fine-tuned on 157 new scenes
-# (seed 3; val stays seed 2). nano-xl-data ~19 min, nano-xl-train ~75 min on 2 cores; bundled as
-# nano-fp32-xl (SynthScenes val NDS 0.3812, mAP 0.2808 with history_free_state, set in its sidecar;
-# 0.3728 / 0.2711 recursive; make nano-xl-eval reproduces it).
-NANO_XL_DATA ?= data/synth-train-xl
-NANO_XL_RUN ?= runs/nano-fp32-xl
-NANO_XL_INIT ?= nano-fp32-vel
-NANO_XL_STEPS ?= 4000
-.PHONY: nano-xl-data nano-xl-train nano-xl-eval
-nano-xl-data: setup
-	test -f $(NANO_XL_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_XL_DATA) \
-	  --scenes 160 --samples 40 --image-scale 0.22 --seed 3 --val-fraction 0.02 --workers 2
+	$(NANO_FINETUNE) --init-from $(NANO_RUN)/model.safetensors --dataroot $(NANO_TRAIN_DATA) --out $(NANO_VEL_RUN) \
+	  --steps 4000 --eval-every 2000
 
 nano-xl-train: nano-val-data nano-xl-data
-	$(NANO_FINETUNE) --init-from $(NANO_XL_INIT) --dataroot $(NANO_XL_DATA) --out $(NANO_XL_RUN) --steps $(NANO_XL_STEPS) \
-	  --eval-every 2000
+	$(NANO_FINETUNE) --init-from $(NANO_VEL_RUN)/model.safetensors --dataroot $(NANO_XL_DATA) --out $(NANO_XL_RUN) \
+	  --steps 4000 --eval-every 2000
 
-nano-xl-eval: nano-val-data
-	$(VENV)/bin/qdbev predict --model nano-fp32-xl --dataroot $(NANO_VAL_DATA) --split synth_val \
-	  --out out/nano-fp32-xl-eval/results.json --eval-dir out/nano-fp32-xl-eval
-
-# issue 3, next step: nano-fp32-xl has one BEV encoder layer; nano-fp32-enc2 is nano-fp32-xl with a
-# second one (started as a copy of the first, see qdbev_core/train/warm_start.py), fine-tuned on the
-# same 157 scenes (~0.95 s/step on 2 cores, 80 min); bundled as nano-fp32-enc2 (SynthScenes val
-# NDS 0.4048, mAP 0.3279, recursive temporal state; make nano-enc2-eval reproduces it)
-NANO_ENC2_RUN ?= runs/nano-fp32-enc2
-NANO_ENC2_STEPS ?= 5000
-.PHONY: nano-enc2-train nano-enc2-eval
 nano-enc2-train: nano-val-data nano-xl-data
-	$(NANO_FINETUNE) --init-from nano-fp32-xl --model-set enc_layers=2 --dataroot $(NANO_XL_DATA) \
-	  --out $(NANO_ENC2_RUN) --steps $(NANO_ENC2_STEPS) --eval-every $(NANO_ENC2_STEPS)
+	$(NANO_FINETUNE) --init-from $(NANO_XL_RUN)/model.safetensors --model-set enc_layers=2 --dataroot $(NANO_XL_DATA) \
+	  --out $(NANO_ENC2_RUN) --steps 5000 --eval-every 5000
 
-nano-enc2-eval: nano-val-data
-	$(VENV)/bin/qdbev predict --model nano-fp32-enc2 --dataroot $(NANO_VAL_DATA) --split synth_val \
-	  --out out/nano-fp32-enc2-eval/results.json --eval-dir out/nano-fp32-enc2-eval
-
-# issue 3, next step: nano-fp32-enc2 predicts barriers 90 degrees off (78 % of matched ones, see
-# qdbev eval --heading): L1 on (sin, cos) hedges between yaw and yaw + pi when front and back look
-# alike. nano-fp32-yaw trains with yaw_loss=axis_direction (model/config.py: axis and heading learnt
-# apart) in two stages: (a) nano-fp32-enc2 fine-tuned on the seed-3 scenes, a 4000-step schedule
-# stopped at step 2000 (~35 min); (b) that model fine-tuned 5000 steps on 157 new scenes (seed 4,
-# make nano-s4-data: 29 min measured with 1 worker beside a training run; 83 min of training on 2 cores); bundled as nano-fp32-yaw
-# (SynthScenes val NDS 0.4856, mAP 0.3874, recursive temporal state; make nano-yaw-eval reproduces it)
-NANO_S4_DATA ?= data/synth-train-s4
-NANO_YAW_A_RUN ?= runs/nano-fp32-yaw-a
-NANO_YAW_RUN ?= runs/nano-fp32-yaw
-NANO_YAW_STEPS ?= 5000
-NANO_YAW = $(NANO_FINETUNE) --model-set enc_layers=2 --model-set yaw_loss=axis_direction
-.PHONY: nano-s4-data nano-yaw-train nano-yaw-eval
-nano-s4-data: setup
-	test -f $(NANO_S4_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_S4_DATA) \
-	  --scenes 160 --samples 40 --image-scale 0.22 --seed 4 --val-fraction 0.02 --workers 2
-
+# (a) on the seed-3 scenes, a 4000-step schedule stopped at step 2000; (b) 5000 steps on the seed-4 scenes
 nano-yaw-train: nano-val-data nano-xl-data nano-s4-data
-	$(NANO_YAW) --init-from nano-fp32-enc2 --dataroot $(NANO_XL_DATA) --out $(NANO_YAW_A_RUN) --steps 4000 \
-	  --stop-at 2000 --eval-every 2000
+	$(NANO_YAW) --init-from $(NANO_ENC2_RUN)/model.safetensors --dataroot $(NANO_XL_DATA) --out $(NANO_YAW_A_RUN) \
+	  --steps 4000 --stop-at 2000 --eval-every 2000
 	$(NANO_YAW) --init-from $(NANO_YAW_A_RUN)/model.safetensors --dataroot $(NANO_S4_DATA) --out $(NANO_YAW_RUN) \
-	  --steps $(NANO_YAW_STEPS) --eval-every 2500
-
-nano-yaw-eval: nano-val-data
-	$(VENV)/bin/qdbev predict --model nano-fp32-yaw --dataroot $(NANO_VAL_DATA) --split synth_val \
-	  --out out/nano-fp32-yaw-eval/results.json --eval-dir out/nano-fp32-yaw-eval
-
-# nano-fp32-yaw on the paper table's larger score split (10 scenes x 40, seed 5)
-.PHONY: nano-yaw-score-eval
-nano-yaw-score-eval: nano-score-data
-	$(VENV)/bin/qdbev predict --model nano-fp32-yaw --dataroot $(NANO_SCORE_DATA) --split synth_val \
-	  --out out/nano-fp32-yaw-eval-s5/results.json --eval-dir out/nano-fp32-yaw-eval-s5
+	  --steps 5000 --eval-every 2500
 
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
@@ -203,12 +161,7 @@ PAPER_ROWS ?= qdbev,fp32,standard,progressive,qdbev-progressive,w8a8
 # more `qdbev experiment paper-table` options
 PAPER_ARGS ?= --eval-every 500
 
-.PHONY: paper-table nano-score-data
-
-# the split every paper-table row is scored on: 10 val scenes x 40 (one training scene is generated and unused)
-nano-score-data: setup
-	test -f $(NANO_SCORE_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_SCORE_DATA) \
-	  --scenes 11 --samples 40 --image-scale 0.22 --seed 5 --val-fraction 0.91 --workers 2
+.PHONY: paper-table
 
 paper-table: nano-data nano-score-data
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/qdbev experiment paper-table --teacher $(PAPER_TEACHER) \
