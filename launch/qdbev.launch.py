@@ -1,7 +1,7 @@
 """Start qdbev_node (and optionally RViz) on a ROS 2 install.
 
     ros2 launch qdbev qdbev.launch.py use_rviz:=true                     # config/qdbev.yaml as it is
-    ros2 launch qdbev qdbev.launch.py model:=nano-fp32 backend:=torch     # its fp32 teacher in PyTorch
+    ros2 launch qdbev qdbev.launch.py model:=nano-fp32-yaw backend:=torch     # its fp32 teacher in PyTorch
     ros2 launch qdbev qdbev.launch.py params_file:=my_vehicle.yaml        # every parameter from that file
 
 Arguments (defaults in brackets):

@@ -335,7 +335,7 @@ class QdbevNode(Node):
         choice("autoware_obstacle_label", OBSTACLE_LABELS)
         if not p["model"]:
             raise NodeStartupError("parameter 'model' is empty: set it to a name in models/manifest.yaml or a "
-                                   ".safetensors path (e.g. --ros-args -p model:=models/nano-fp32.safetensors)")
+                                   ".safetensors path (e.g. --ros-args -p model:=models/nano-fp32-yaw.safetensors)")
         for name in ("image_topics", "camera_info_topics"):
             if len(p[name]) != len(CAMERA_NAMES):
                 raise NodeStartupError(f"parameter {name!r} has {len(p[name])} entries; give six (order "

@@ -30,7 +30,7 @@ import numpy as np
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--model", default="nano-fp32", help="float model (fp32 / fp16 engines)")
+    p.add_argument("--model", default="nano-fp32-yaw", help="float model (fp32 / fp16 engines)")
     p.add_argument("--int8-model", default="nano-w4a6-qdbev", help="packed quantized model (int8 engine)")
     p.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataset (SynthScenes)")
     p.add_argument("--version", default="v1.0-mini")

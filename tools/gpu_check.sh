@@ -14,12 +14,12 @@
 #   OUT/cache/             ONNX exports and TensorRT plans (deleted at the end unless KEEP_CACHE=1; sidecars kept)
 #
 # Needs: the venv of `make setup` (or PYTHON=...), plus a CUDA build of torch and tensorrt 10.x / 11.x
-# (requirements-gpu.txt, docs/TENSORRT.md). Models: MODEL (default nano-fp32) and INT8_MODEL
+# (requirements-gpu.txt, docs/TENSORRT.md). Models: MODEL (default nano-fp32-yaw) and INT8_MODEL
 # (default nano-w4a6-qdbev), manifest names or .safetensors paths. Exit status: 0 when every step passed.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-out/gpu-check-$(date -u +%Y%m%dT%H%M%SZ)}"
-MODEL="${MODEL:-nano-fp32}"
+MODEL="${MODEL:-nano-fp32-yaw}"
 INT8_MODEL="${INT8_MODEL:-nano-w4a6-qdbev}"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi

@@ -2,7 +2,7 @@
 """Sustained-stream benchmark of qdbev_node: six cameras at 12 Hz into a node process for N seconds.
 
     python tools/stream_bench.py --duration 120                       # raw 1600x900, random nano model
-    python tools/stream_bench.py --model nano-fp32 --scale 0.22 --transport compressed --json out.json
+    python tools/stream_bench.py --model nano-w4a6-qdbev --scale 0.22 --transport compressed --json out.json
 
 This process publishes, every 1/rate seconds, six images (``rgb8`` Image or JPEG CompressedImage,
 ``--scale`` x 1600x900, stamped with the wall clock plus the nuScenes capture offsets, ~42 ms span)
