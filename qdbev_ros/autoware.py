@@ -34,7 +34,7 @@ from std_msgs.msg import Header
 from qdbev_core.classes import CLASS_NAMES
 from qdbev_core.types import Detections
 
-from .conversions import copy_header, yaw_to_quaternion
+from .conversions import checked_arrays, copy_header, yaw_to_quaternion
 
 __all__ = [
     "AUTOWARE_LABELS",
@@ -114,13 +114,7 @@ def detections_to_objects(det: Detections, header: Header, obstacle_label: str =
         Shape,
     )
 
-    boxes = np.asarray(det.boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] < 7:
-        raise ValueError(f"boxes must have at least 7 columns (x y z l w h yaw [vx vy]), got {boxes.shape}")
-    scores = np.asarray(det.scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(det.labels).reshape(-1)
-    if not (len(boxes) == len(scores) == len(labels)):
-        raise ValueError(f"inconsistent Detections: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+    boxes, scores, labels = checked_arrays(det)
     has_twist = boxes.shape[1] >= 9
     if obstacle_label not in OBSTACLE_LABELS:
         raise ValueError(f"obstacle label {obstacle_label!r}: use one of {', '.join(OBSTACLE_LABELS)}")

@@ -112,15 +112,22 @@ def _box_pose(box: np.ndarray) -> Pose:
     return pose
 
 
-def detections_to_msg(det: Detections, header: Header) -> Detection3DArray:
-    """``Detection3DArray`` of ``det`` (boxes in ``header.frame_id``), one hypothesis each."""
+def checked_arrays(det: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes (N, >=7) float64, scores (N,), labels (N,))`` of ``det``; ValueError when the shapes
+    do not fit together (a message must never carry half a detection)."""
     boxes = np.asarray(det.boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] < 7:
-        raise ValueError(f"boxes must have at least 7 columns (x y z l w h yaw), got {boxes.shape}")
+        raise ValueError(f"boxes must have at least 7 columns (x y z l w h yaw [vx vy]), got {boxes.shape}")
     scores = np.asarray(det.scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(det.labels).reshape(-1)
     if not (len(boxes) == len(scores) == len(labels)):
         raise ValueError(f"inconsistent Detections: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+    return boxes, scores, labels
+
+
+def detections_to_msg(det: Detections, header: Header) -> Detection3DArray:
+    """``Detection3DArray`` of ``det`` (boxes in ``header.frame_id``), one hypothesis each."""
+    boxes, scores, labels = checked_arrays(det)
 
     out = Detection3DArray(header=copy_header(header))
     for box, score, label in zip(boxes, scores, labels):
