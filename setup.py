@@ -50,7 +50,7 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "qdbev = qdbev_core.cli.main:main",
+            "qdbev = qdbev_ros.cli:main",
             "qdbev_node = qdbev_ros.node:main",
         ],
     },

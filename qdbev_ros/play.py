@@ -329,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m qdbev_ros.play BAG [--rate R] [--loop] ...`` (same options as ``qdbev play``)."""
     import argparse
 
-    from qdbev_core.cli.play import add_arguments
+    from .cli import add_play_arguments
 
     parser = argparse.ArgumentParser(prog="python -m qdbev_ros.play", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(parser)
+    add_play_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run_player(args)

@@ -32,7 +32,7 @@ DATA="$OUT/synthscenes"
 VERSION=v1.0-mini
 SPLIT=synth_val
 QDBEV=(qdbev)
-command -v qdbev >/dev/null 2>&1 || QDBEV=(python -m qdbev_core)
+command -v qdbev >/dev/null 2>&1 || QDBEV=(python -m qdbev_ros)
 T0=$SECONDS
 say() { printf '\n[demo %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
 

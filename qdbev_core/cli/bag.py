@@ -11,7 +11,7 @@ in the bag's metadata.yaml so `qdbev replay` can score against the devkit.
 
 ``qdbev bag info``: topics, types, counts, duration and the recorded source of a bag.
 
-``qdbev bag record --out BAG``: record live topics (default: the node's detections, velocities,
+``qdbev bag record --out BAG`` (in ``qdbev_ros.cli``, needs rclpy): record live topics (default: the node's detections, velocities,
 pipeline latency and /diagnostics) into an MCAP bag until Ctrl-C / SIGTERM or --duration (needs
 rclpy; for machines without ``ros2 bag``).
 
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     sub = parser.add_subparsers(dest="bag_command", metavar="<command>", required=True)
     p = sub.add_parser("from-nuscenes", help="write one scene of a nuScenes-format dataroot as a rosbag2 (MCAP)",
                        description=(__doc__ or "").split("\n\n")[1],
@@ -46,19 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("bag", type=Path, help="rosbag2 folder")
     q.set_defaults(_bag_run=_info)
-    r = sub.add_parser("record", help="record live topics into an MCAP bag (needs rclpy)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--out", type=Path, required=True, help="bag folder to create (must not exist)")
-    r.add_argument("--topics", nargs="+", default=None,
-                   help="topics to record (default: /qdbev_node/detections, /qdbev_node/detections/velocity, "
-                        "/qdbev_node/debug/pipeline_latency_ms, /diagnostics)")
-    r.add_argument("--wait-for-publishers", type=float, default=60.0, metavar="SECONDS",
-                   help="wait this long for a publisher on every topic (their types come from discovery)")
-    r.add_argument("--ready-file", type=Path, default=None,
-                   help="write this file once every subscription is matched (scripts wait for it)")
-    r.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                   help="stop after this long (default: until Ctrl-C / SIGTERM)")
-    r.set_defaults(_bag_run=_record)
     c = sub.add_parser("score", help="score a recorded node's / replay's detections with the nuScenes devkit",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("bag", type=Path, help="bag with /qdbev_node/detections (+ /detections/velocity)")
@@ -72,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also render a BEV PNG per key frame (+ MP4) of the detections vs ground truth here")
     c.add_argument("--viz-score-threshold", type=float, default=0.3, help="draw detections scoring at least this")
     c.set_defaults(_bag_run=_score)
+    return sub  # qdbev_ros.cli adds `record` here
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,17 +104,6 @@ def _info(args: argparse.Namespace) -> int:
         print(f"source: {src.dataroot} {src.version} scene {src.scene}, {len(src.key_frames)} key frames "
               f"({src.image_transport} images)")
     return 0
-
-
-def _record(args: argparse.Namespace) -> int:
-    try:
-        from qdbev_ros.record import run_recorder
-    except ImportError as exc:
-        raise ValueError(f"`qdbev bag record` needs rclpy (a ROS 2 install or the ROS 2 wheels): {exc}") from exc
-    try:
-        return run_recorder(args)
-    except (FileExistsError, TimeoutError) as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -87,7 +87,7 @@ def test_live_node_nds_equals_offline_replay(synth_dataroot: Path, tmp_path: Pat
         while not rec.matched():
             assert time.monotonic() < end, f"recorder not matched with the node:\n{node.log}"
             spin(0.05)
-        cmd = [sys.executable, "-m", "qdbev_core", "play", str(bag), "--wait-for-subscribers", "300",
+        cmd = [sys.executable, "-m", "qdbev_ros", "play", str(bag), "--wait-for-subscribers", "300",
                "--pace-topic", DETECTIONS_TOPIC, "--pace-timeout", "120"]
         player = subprocess.Popen(cmd, env=ros_env(domain), cwd=REPO, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)

@@ -92,7 +92,7 @@ def _ns(msg) -> int:
 
 
 def _player(bag: Path, domain: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "qdbev_core", "play", str(bag), "--wait-for-subscribers", "60", *extra]
+    cmd = [sys.executable, "-m", "qdbev_ros", "play", str(bag), "--wait-for-subscribers", "60", *extra]
     return subprocess.Popen(cmd, env=ros_env(domain), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -182,7 +182,7 @@ def test_bag_record_cli_records_what_is_played(small_bag: Path, tmp_path: Path) 
     topics = [image_topic("CAM_FRONT"), image_topic("CAM_BACK")]
     out = tmp_path / "recorded"
     ready = tmp_path / "ready"
-    rec = subprocess.Popen([sys.executable, "-m", "qdbev_core", "bag", "record", "--out", str(out), "--topics", *topics,
+    rec = subprocess.Popen([sys.executable, "-m", "qdbev_ros", "bag", "record", "--out", str(out), "--topics", *topics,
                             "--wait-for-publishers", "120", "--ready-file", str(ready)],
                            env=ros_env(domain), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc = _player(small_bag, domain, "--rate", "4", "--topics", *topics)
