@@ -56,7 +56,6 @@ over the row's.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -305,26 +304,19 @@ def _finished(cfg: PaperTableConfig, spec: RowSpec, seed: int) -> bool:
 
 
 def _run_qdbev(argv: list[str], ddp_procs: int) -> None:
-    """``qdbev <argv>`` in this process, or under ``torch.distributed.run`` with ``ddp_procs``."""
+    """``qdbev <argv>`` in a child process (``python -m qdbev_core``), under ``torch.distributed.run``
+    with ``ddp_procs`` > 1; the child's stdout (its metrics line) joins our stderr."""
     if ddp_procs > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ddp_procs}", "--rdzv-backend=c10d",
                "--rdzv-endpoint=127.0.0.1:0", "-m", "qdbev_core", *argv]
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        try:
-            out = sys.stderr.fileno()  # the children's stdout (their metrics line) joins our stderr
-        except (AttributeError, OSError, ValueError):
-            out = None
-        rc = subprocess.run(cmd, env=env, stdout=out).returncode
     else:
-        from ..cli.main import main
-
-        saved = sys.argv
-        sys.argv = ["qdbev", *argv]  # the run's sidecar records this as its command
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                rc = main(argv)
-        finally:
-            sys.argv = saved
+        cmd, env = [sys.executable, "-m", "qdbev_core", *argv], dict(os.environ)
+    try:
+        out = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        out = None
+    rc = subprocess.run(cmd, env=env, stdout=out).returncode
     if rc != 0:
         raise RuntimeError(f"`qdbev {shlex.join(argv)}` failed with exit code {rc}")
 
