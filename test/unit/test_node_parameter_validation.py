@@ -31,7 +31,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "device-cuda-index": (["device:=cuda:x"], r"parameter 'device' is 'cuda:x'"),
     "calibration_source": (["calibration_source:=yaml"],
                            r"parameter 'calibration_source' is 'yaml'; use one of tf, file$"),
-    "ego_pose_source": (["ego_pose_source:=gps"], r"parameter 'ego_pose_source' is 'gps'; use one of tf, odometry, none$"),
+    "ego_pose_source": (["ego_pose_source:=gps"],
+                        r"parameter 'ego_pose_source' is 'gps'; use one of tf, odometry, none$"),
     # empty model
     "model-empty": (["model:=''"], r"parameter 'model' is empty: set it to a name in models/manifest.yaml"),
     # topic lists that are not six long
@@ -64,7 +65,8 @@ CASES: dict[str, tuple[list[str], str]] = {
                                  r"calibration file /nonexistent/calib.yaml: "),
     # backend (checked by load_engine before the model is read)
     "backend": (["backend:=tensorflow", "model:=nano-w4a6-qdbev"],
-                r"cannot load model 'nano-w4a6-qdbev' \(backend tensorflow, device cpu\): unknown backend 'tensorflow'"),
+                r"cannot load model 'nano-w4a6-qdbev' \(backend tensorflow, device cpu\): "
+                r"unknown backend 'tensorflow'"),
 }
 
 _NODE_BUG = ("node bug (issue 23 report): topic names are not validated at startup; an invalid or empty "
