@@ -344,7 +344,28 @@ class QdbevNode(Node):
         suffix = "image_raw" if p["image_transport"] == "raw" else "image_raw/compressed"
         self.image_topics = [t or f"{ns}/{c}/{suffix}" for t, c in zip(p["image_topics"], CAMERA_NAMES)]
         self.camera_info_topics = [t or f"{ns}/{c}/camera_info" for t, c in zip(p["camera_info_topics"], CAMERA_NAMES)]
+        self._validate_topics(p)
         return p
+
+    def _validate_topics(self, p: dict[str, Any]) -> None:
+        """Every topic the node will subscribe to is a valid ROS name and no camera shares one;
+        otherwise a ``NodeStartupError`` naming the parameter (not a traceback after calibration)."""
+        from rclpy.exceptions import InvalidTopicNameException
+        from rclpy.validate_topic_name import validate_topic_name
+
+        lists = {"image_topics": self.image_topics, "camera_info_topics": self.camera_info_topics}
+        if p["ego_pose_source"] == "odometry":
+            lists["odometry_topic"] = [p["odometry_topic"]]
+        for name, topics in lists.items():
+            for topic in topics:
+                try:
+                    validate_topic_name(topic)
+                except InvalidTopicNameException as exc:
+                    raise NodeStartupError(f"parameter {name!r}: {topic!r} is not a valid topic name: "
+                                           f"{str(exc).splitlines()[0]}") from None
+            dup = sorted({t for t in topics if topics.count(t) > 1})
+            if dup:
+                raise NodeStartupError(f"parameter {name!r}: {dup[0]!r} is given for more than one camera")
 
     def _coerce_override(self, name: str, default: Any) -> None:
         """An integer override of a float parameter (``-p score_threshold:=1``) becomes that float.
