@@ -8,7 +8,7 @@ poses of the sample and the one before it): ``same`` (> 0.5), ``opposite`` (< -0
 plus ``ego still`` (ego slower than 0.5 m/s). A box counts as *got a velocity* when the predicted
 speed is at least half the true one.
 
-    .venv/bin/python tools/velocity_by_direction.py --results out/nano-fp32-enc2-eval/results.json \\
+    .venv/bin/python tools/velocity_by_direction.py --results out/eval/nano-fp32-yaw-torch-synth-val/results.json \\
         --dataroot data/synth-val --split synth_val [--json out.json]
 """
 

@@ -627,7 +627,7 @@ def acceptance_checks(summary: list[dict], teacher: dict | None = None, paired: 
     for r in summary:
         if r["bits"] == "w4a6":
             out.append({"check": f"{r['row']}: packed file >= 7.8x smaller than fp32", "value": r["ratio"],
-                        "pass": r["ratio"] >= 7.8, "text": f"{r['row']} packed file is {r['ratio']:.2f}x smaller"})
+                        "pass": r["ratio"] >= 7.8, "text": f"{r['row']} packed file is {r['ratio']:.3f}x smaller (needs >= 7.8)"})
     return out
 
 

@@ -1,6 +1,6 @@
 """Warm start: initialise a new run's weights from a trained model of another BEV grid size.
 
-``qdbev train --init-from nano-fp32`` copies every weight of the source model into the new one
+``qdbev train --init-from nano-fp32-yaw`` copies every weight of the source model into the new one
 (mmdet's ``load_from``: weights only, fresh optimizer and schedule). The only parameters whose
 shape may differ are the ones laid out on the BEV grid; they are resampled bilinearly so a
 model trained on a coarse grid starts a finer one with the same spatial layout:
