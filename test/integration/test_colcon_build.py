@@ -92,4 +92,4 @@ def test_colcon_build_install_layout(tmp_path: Path) -> None:
     # the console scripts point at the right entry points
     entry_points = "\n".join(p.read_text() for p in site[0].glob("qdbev-*/entry_points.txt"))
     assert "qdbev_node = qdbev_ros.node:main" in entry_points, entry_points
-    assert "qdbev = qdbev_core.cli.main:main" in entry_points, entry_points
+    assert "qdbev = qdbev_ros.cli:main" in entry_points, entry_points  # core verbs + play, bag record
