@@ -63,13 +63,13 @@ class _Session:
             self.rig.node.destroy_client(client)
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    model = saved_random_model(tmp_path_factory.mktemp("model"))
-    domain = test_domain_id(5)
+def node_session(model_dir, domain: int, error_hold_s: float):
+    """A shared node (random-weight model, torch) with its camera rig, ready for images; yields the
+    ``_Session``; the node must exit 0 without internal errors (generator for module fixtures)."""
+    model = saved_random_model(model_dir)
     rig = RigPublisher(domain)
     node = NodeProcess({"model": str(model), "score_threshold": "0.0", "max_detections": "20",
-                        "camera_timeout_s": "1.0", "diagnostics_period_s": "0.25", "error_hold_s": "1.0",
+                        "camera_timeout_s": "1.0", "diagnostics_period_s": "0.25", "error_hold_s": str(error_hold_s),
                         "ego_pose_source": "none", "publish_markers": "false"}, domain)
     s = _Session(node, rig)
     try:
@@ -83,6 +83,11 @@ def session(tmp_path_factory):
         rig.close()
         assert code == 0, node.log
         assert "[internal]" not in node.log, node.log
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    yield from node_session(tmp_path_factory.mktemp("model"), test_domain_id(5), 1.0)
 
 
 @pytest.mark.timeout(240)

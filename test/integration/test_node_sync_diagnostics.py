@@ -25,9 +25,8 @@ import time
 
 import pytest
 
-from qdbev_core.types import CAMERA_NAMES
-from test_node_e2e import OFFSETS_S, NodeProcess, RigPublisher, saved_random_model, test_domain_id  # noqa: E402
-from test_node_runtime import _Session  # noqa: E402
+from test_node_e2e import OFFSETS_S, RigPublisher, test_domain_id  # noqa: E402
+from test_node_runtime import node_session  # noqa: E402
 
 OK, WARN, ERROR = b"\x00", b"\x01", b"\x02"
 HOLD = 2.0  # error_hold_s of the shared node
@@ -35,24 +34,7 @@ HOLD = 2.0  # error_hold_s of the shared node
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    model = saved_random_model(tmp_path_factory.mktemp("model"))
-    domain = test_domain_id(41)
-    rig = RigPublisher(domain)
-    node = NodeProcess({"model": str(model), "score_threshold": "0.0", "max_detections": "20",
-                        "camera_timeout_s": "1.0", "diagnostics_period_s": "0.25", "error_hold_s": str(HOLD),
-                        "ego_pose_source": "none", "publish_markers": "false"}, domain)
-    s = _Session(node, rig)
-    try:
-        rig.wait_for_node(node, timeout=90)
-        rig.publish_tf_static()
-        rig.wait_for_images_subscribed(node, timeout=90)
-        s.resync()
-        yield s
-    finally:
-        code = node.stop()
-        rig.close()
-        assert code == 0, node.log
-        assert "[internal]" not in node.log, node.log
+    yield from node_session(tmp_path_factory.mktemp("model"), test_domain_id(41), HOLD)
 
 
 def _set_params(session: _Session, **values) -> None:
