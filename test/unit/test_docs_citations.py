@@ -23,3 +23,15 @@ def test_every_design_citation_names_an_existing_section() -> None:
             cited.setdefault(int(n), []).append(path.relative_to(REPO))
     missing = {n: files for n, files in cited.items() if n not in sections}
     assert not missing, f"citations of sections docs/DESIGN.md does not have: {missing}"
+
+
+def test_readme_and_docs_link_only_files_that_exist() -> None:
+    """Every relative markdown link in README.md and docs/*.md points at a file of the repository."""
+    missing = []
+    for md in [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("docs/history/*.md")]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", md.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (md.parent / target).exists():
+                missing.append(f"{md.relative_to(REPO)} -> {target}")
+    assert not missing, missing
