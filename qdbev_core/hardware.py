@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 ISA_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
@@ -89,7 +89,7 @@ def machine_info() -> dict:
             cuda = torch.cuda.get_device_name(0)
     except ImportError:
         pass
+    libs = library_versions()
     return {"cpu": cpu.model, "cores": cpu.cores, "arch": cpu.arch, "isa": list(cpu.isa), "vnni": cpu.vnni,
             "cpu_summary": cpu.summary(), "platform": platform.platform(), "python": platform.python_version(),
-            "libraries": library_versions(), "torch": library_versions().get("torch"), "cuda": cuda,
-            "cpu_info": asdict(cpu)}
+            "libraries": libs, "torch": libs.get("torch"), "cuda": cuda}

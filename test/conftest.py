@@ -38,3 +38,23 @@ def synth_dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthscenes")
     generate_dataset(SynthConfig(out=out, scenes=4, samples=6, image_scale=0.25, seed=7, progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def confident_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained small nano (64x176 input, 16x16 BEV, 30 queries) saved as safetensors + sidecar, with
+    class biases raised so that it predicts boxes the evaluator can score (experiment tests)."""
+    import torch
+
+    from qdbev_core.checkpoint import save_weights
+    from qdbev_core.model import BEVDetector
+
+    torch.manual_seed(0)
+    model = BEVDetector("nano", num_queries=30, image_size=(64, 176), bev_h=16, bev_w=16)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.startswith("heads.cls_branches.") and n.endswith("out.bias"):
+                p.fill_(-1.0)
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny.safetensors"
+    save_weights(model.state_dict(), path, {"config": model.cfg.to_dict(), "precision": "fp32"})
+    return path

@@ -15,6 +15,7 @@ state dict (steps, zero points, enabled flags), so checkpoints resume exactly.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +97,9 @@ class QatRun:
 
     def stage_at(self, step: int) -> int:
         """Index of the last enabled stage at ``step`` (all stages when not staged)."""
-        n = len(self.spec.stages)
         if not self.cfg.staged:
-            return n - 1
-        return min(n - 1, step * n // max(1, self.total_steps))
+            return len(self.spec.stages) - 1
+        return bisect.bisect_right(self.stage_starts(), step) - 1
 
     def lr_multiplier(self, step: int, warmup_steps: int, min_ratio: float) -> float:
         """Learning-rate multiplier at ``step``: one warm-up + cosine per stage when staged

@@ -6,29 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from qdbev_core.checkpoint import save_weights
 from qdbev_core.classes import CLASS_NAMES
 from qdbev_core.cli.main import main as qdbev_main
-from qdbev_core.model import BEVDetector
-
-TINY = {"num_queries": 30, "image_size": (64, 176), "bev_h": 16, "bev_w": 16}
 
 
-def _tiny_model(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = BEVDetector("nano", **TINY)
-    with torch.no_grad():  # confident class logits, so that the untrained model predicts boxes to score
-        for n, p in model.named_parameters():
-            if n.startswith("heads.cls_branches.") and n.endswith("out.bias"):
-                p.fill_(-1.0)
-    save_weights(model.state_dict(), path, {"config": model.cfg.to_dict(), "precision": "fp32"})
-    return path
-
-
-def test_cross_style_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    model = _tiny_model(tmp_path / "tiny.safetensors")
+def test_cross_style_end_to_end(confident_tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = confident_tiny_model
     out, data = tmp_path / "xs", tmp_path / "data"
     argv = ["experiment", "cross-style", "--model", str(model), "--styles", "default,dusk", "--scenes", "1",
             "--samples", "3", "--image-scale", "0.1", "--seed", "3", "--data-dir", str(data), "--out", str(out),

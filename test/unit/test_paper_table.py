@@ -11,25 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from qdbev_core.checkpoint import save_weights
 from qdbev_core.cli.main import main as qdbev_main
 from qdbev_core.experiments.paper_table import paired_differences, summarize_rows
-from qdbev_core.model import BEVDetector
-
-TINY = {"num_queries": 30, "image_size": (64, 176), "bev_h": 16, "bev_w": 16}
-
-
-def _tiny_teacher(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = BEVDetector("nano", **TINY)
-    with torch.no_grad():  # confident class logits, so that the untrained teacher predicts boxes to score
-        for n, p in model.named_parameters():
-            if n.startswith("heads.cls_branches.") and n.endswith("out.bias"):
-                p.fill_(-1.0)
-    save_weights(model.state_dict(), path, {"config": model.cfg.to_dict(), "precision": "fp32"})
-    return path
 
 
 ROWS = "fp32,standard,qdbev-progressive,w8a8"
@@ -62,9 +46,9 @@ def _fmt(v, nd=4) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, tmp_path: Path,
+def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_tiny_model: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
-    teacher = _tiny_teacher(tmp_path / "teacher.safetensors")
+    teacher = confident_tiny_model
     out, docs = tmp_path / "pt", tmp_path / "docs"
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
     printed = json.loads(capsys.readouterr().out)
