@@ -6,7 +6,6 @@ match is refused. A path to any ``.safetensors`` file with a qdbev sidecar works
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -90,24 +89,13 @@ def full_precision_file(model: str | Path, role: str) -> tuple[Path, str | None,
     return path, sha, side
 
 
-def config_from_dict(d: dict[str, Any]):
-    """``ModelConfig`` from its ``to_dict()`` form (JSON lists back to tuples)."""
-    from .model.config import ModelConfig
-
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise CheckpointError(f"model config has unknown fields {unknown}: written by a newer qdbev?")
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}).validate()
-
-
 def load_model(model: str | Path):
     """A ``BEVDetector`` (eval mode, CPU) with verified weights, from a name or a path.
 
     A packed low-bit file (sidecar ``format: qdbev-packed-v1``) comes back as the fake-quant
     model it was packed from; an fp32 file as the plain detector.
     """
-    from .model import BEVDetector
+    from .model import BEVDetector, ModelConfig
 
     path, sha, _ = resolve_model(model)
     if not path.is_file():
@@ -119,7 +107,7 @@ def load_model(model: str | Path):
     state, meta = load_weights(path, expected_sha256=sha)
     if "config" not in meta:
         raise CheckpointError(f"{path}: sidecar has no 'config'; cannot rebuild the model")
-    net = BEVDetector(config_from_dict(meta["config"]))
+    net = BEVDetector(ModelConfig.from_dict(meta["config"]))
     if "quant_spec" in meta:  # a fake-quant QAT checkpoint: same structure first, then its steps
         from .quant import QuantSpec, quantize_model
 

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.configs:
-        from ..model.config import describe
+        from ..model.summary import describe
 
         print(describe())
         return 0

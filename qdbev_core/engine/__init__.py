@@ -14,10 +14,10 @@ file's sha256 and the precision, so only the first call exports.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .base import Engine, EngineTiming, TemporalState
+from .cache import engine_cache_dir
 from .torch_engine import TorchEngine
 
 __all__ = [
@@ -39,21 +39,6 @@ def __getattr__(name: str):
 
         return TensorRTEngine
     raise AttributeError(name)
-
-
-def engine_cache_dir() -> Path:
-    """``$QDBEV_ENGINE_CACHE``, else ``models/engines/`` when writable, else ``$XDG_CACHE_HOME/qdbev/engines``."""
-    env = os.environ.get("QDBEV_ENGINE_CACHE")
-    if env:
-        return Path(env)
-    from ..models_manifest import models_dir
-
-    d = models_dir() / "engines"
-    probe = d if d.exists() else d.parent
-    if probe.exists() and os.access(probe, os.W_OK):
-        return d
-    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return xdg / "qdbev" / "engines"
 
 
 def load_detector(model: str | Path):

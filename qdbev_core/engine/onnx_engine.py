@@ -64,13 +64,13 @@ class OnnxEngine(Engine):
         import onnxruntime as ort
 
         from ..export import read_onnx_sidecar
-        from ..models_manifest import config_from_dict
+        from ..model.config import ModelConfig
 
         self.path = Path(onnx_path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: ONNX file not found")
         self.meta = read_onnx_sidecar(self.path)
-        self.cfg = config_from_dict(self.meta["config"])
+        self.cfg = ModelConfig.from_dict(self.meta["config"])
         self.precision = self.meta.get("precision", "fp32")
         self.input_names = [i["name"] for i in self.meta["inputs"]]
         if "prev_valid" not in self.input_names:

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Engine
+from .cache import engine_cache_dir
 from .trt_decisions import (
     BUILD_CODE_VERSION,
     TRT_PRECISIONS,
@@ -165,13 +166,13 @@ class TensorRTEngine(Engine):
         trt, torch = require_tensorrt()
         from ..checkpoint import sha256_file
         from ..export import read_onnx_sidecar
-        from ..models_manifest import config_from_dict
+        from ..model.config import ModelConfig
 
         self.trt, self.torch = trt, torch
         self.onnx_path = Path(onnx_path)
         self.meta = read_onnx_sidecar(self.onnx_path)
         self._check_graph(precision)
-        self.cfg = config_from_dict(self.meta["config"])
+        self.cfg = ModelConfig.from_dict(self.meta["config"])
         self.precision = precision
         self.major = check_trt_version(trt.__version__)
         self.build: BuildPlan = build_plan(self.major, precision, fp16_fallback, allow_tf32)
@@ -192,8 +193,6 @@ class TensorRTEngine(Engine):
         )
         self.key = self.settings.key
         if cache_dir is None:
-            from . import engine_cache_dir
-
             cache_dir = engine_cache_dir()
         self.plan_path = Path(cache_dir) / f"{self.onnx_path.stem}.{precision}.{self.key}.plan"
         self.build_seconds: float | None = None

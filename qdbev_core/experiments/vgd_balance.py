@@ -48,15 +48,15 @@ def measure_vgd_balance(teacher: str, dataroot: Path, split: str, version: str =
     from ..checkpoint import read_sidecar
     from ..data.reader import NuScenesReader
     from ..distill import VGDConfig, ViewGuidedDistillation
-    from ..model import BEVDetector
-    from ..models_manifest import config_from_dict, resolve_model
+    from ..model import BEVDetector, ModelConfig
+    from ..models_manifest import resolve_model
     from ..train.data import DataConfig, DetectionDataset, collate
     from ..train.qat import QatConfig, QatRun
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model_cfg = config_from_dict(read_sidecar(resolve_model(teacher)[0])["config"])
+    model_cfg = ModelConfig.from_dict(read_sidecar(resolve_model(teacher)[0])["config"])
     student = BEVDetector(model_cfg)
     qat = QatRun(QatConfig(teacher=teacher, bits=bits, mode="qdbev", calib_batches=calib_batches), student,
                  total_steps=1, device=torch.device("cpu"))

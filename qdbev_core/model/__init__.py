@@ -9,11 +9,12 @@
 ``python -m qdbev_core.model`` prints the config table with parameter and FLOP counts.
 """
 
-from .config import CONFIGS, ModelConfig, describe, get_config
+from .config import CONFIGS, ModelConfig, get_config
 from .detector import FIRST_LAYER, GROUP_PREFIXES, BEVDetector, ExportWrapper
 from .losses import DetectionLoss, decode_boxes, encode_boxes
 from .matcher import HungarianMatcher
 from .postprocess import decode_dense_detections, decode_detections
+from .summary import describe
 
 __all__ = [
     "CONFIGS",

@@ -2,6 +2,6 @@
 
 import sys
 
-from .config import describe
+from .summary import describe
 
 print(describe(sys.argv[1:] or None))

@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ModelConfig, get_config
+from .detector import BEVDetector
 
 
 def _cfg(cfg: ModelConfig | str) -> ModelConfig:
@@ -20,8 +21,6 @@ def _cfg(cfg: ModelConfig | str) -> ModelConfig:
 
 def count_parameters(cfg: ModelConfig | str, trainable_only: bool = False) -> int:
     """Number of parameters of ``BEVDetector(cfg)`` (all, or only ``requires_grad`` ones)."""
-    from .detector import BEVDetector
-
     with torch.device("meta"):
         model = BEVDetector(_cfg(cfg))
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -29,8 +28,6 @@ def count_parameters(cfg: ModelConfig | str, trainable_only: bool = False) -> in
 
 def parameter_breakdown(cfg: ModelConfig | str) -> dict[str, int]:
     """Parameters per top-level group (``backbone``, ``neck``, ``encoder``, ``decoder``, ``heads``)."""
-    from .detector import BEVDetector
-
     with torch.device("meta"):
         model = BEVDetector(_cfg(cfg))
     return {g: sum(p.numel() for _, p in ps) for g, ps in model.param_groups().items()}
@@ -38,8 +35,6 @@ def parameter_breakdown(cfg: ModelConfig | str) -> dict[str, int]:
 
 def count_flops(cfg: ModelConfig | str, batch: int = 1, image_size: tuple[int, int] | None = None) -> int:
     """FLOPs of one forward pass (see module doc for what is counted)."""
-    from .detector import BEVDetector
-
     c = _cfg(cfg)
     h, w = image_size or c.image_size
     with torch.device("meta"):

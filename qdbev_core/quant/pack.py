@@ -16,16 +16,27 @@ blob        dtype    content, in ``model.named_modules()`` / ``state_dict()`` or
                      ``float_dtype="float32"``
 ``w_scale32`` float32 steps of layers whose steps are outside float16's normal range
                      (``[6.1e-5, 65504]``; listed in the sidecar as ``scale32_layers``)
-``act``     float32  ``(A, 2)``: ``[step, zero_point]`` of every enabled activation quantizer:
-                     the layers' input quantizers in layer order, then the enabled output
-                     quantizers (``quant.outputs``) in the order of the sidecar's ``outputs``
+``act``     float32  ``(A,)``: the step of every enabled activation quantizer: the layers'
+                     input quantizers in layer order, then the enabled output quantizers
+                     (``quant.outputs``) in the order of the sidecar's ``outputs``
+``act_zp``  float16  ``(A,)``: their zero points, same order (integers, ``round(z)``, so float16
+                     holds them exactly, the sign of ``-0.0`` included; float32 if any does not
+                     survive the float16 round trip bit for bit)
 ``floats``  float16  every other float tensor of the state dict (biases, BatchNorm weights and
             (default) running statistics, LayerNorm, ``cams_embeds`` / ``level_embeds``, weights of
                      skipped or not-yet-enabled layers) concatenated; ``float_dtype="float32"``
                      stores them in float32
 ``floats32`` float32 float tensors that do not fit float16 (listed in the sidecar)
-``ints``    int64    non-float buffers (BatchNorm ``num_batches_tracked``)
+``ints``    int8..   non-float buffers (BatchNorm ``num_batches_tracked``) in the narrowest of
+            int64    int8 / int16 / int32 / int64 that holds every value (read back as int64)
 ==========  =======  ==========================================================================
+
+Layouts (sidecar ``pack_layout``, same ``format``): **2** (written since 2026-12-07) is the table
+above. **1** (files without ``pack_layout``) differs only in ``act`` = float32 ``(A, 2)`` rows
+``[step, zero_point]`` (no ``act_zp``) and ``ints`` always int64; it still loads, to the same
+model bit for bit. Layout 2 drops only redundant bytes (zero points are integers, the counters fit
+32 bits): the nano default shrank by 245 bytes and unpacks to the identical state dict. A file
+with a newer layout is refused with a ``CheckpointError`` that says so.
 
 Quantizer bookkeeping (``.wq.*`` / ``.aq.*`` / output quantizers' ``.oq.*`` of the state dict) is
 not stored; the layout is rebuilt from the sidecar's ``config`` + ``quant_spec`` and checked
@@ -36,7 +47,7 @@ them) and the blob lengths, so a file that does not fit is refused with ``Checkp
 
 Exactness: the fake-quant forward computes ``(clamp(round(x/s)+zi) - zi) * s`` in float32, so
 storing ``q`` and ``s`` (float32) and rebuilding the float weight as ``q * s`` reproduces its
-weights bit for bit; activation steps / zero points are stored in float32. With the default
+weights bit for bit; activation steps are stored in float32 and zero points exactly (above). With the default
 ``float_dtype="float16"``, ``pack_model`` first *rounds the model's own float tensors to
 float16-representable values in place* (documented side effect; relative change <= 2^-11), so
 the model you keep and the file agree exactly; ``float32`` never modifies the model.
@@ -46,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +71,11 @@ from .quantize import out_quantizers, quant_modules, quantize_model
 from .spec import QuantSpec
 
 PACK_FORMAT = "qdbev-packed-v1"
-"""Sidecar ``format`` of a packed low-bit model."""
+"""Sidecar ``format`` of a packed low-bit model (every layout)."""
+
+PACK_LAYOUT = 2
+"""Blob layout ``pack_model`` writes (sidecar ``pack_layout``; absent = 1); ``unpack_model`` reads
+layouts 1 and 2 (module doc)."""
 
 _FP16_MAX = 65504.0
 _FP16_TINY = 2.0**-14
@@ -119,16 +135,65 @@ def _model_config_dict(model: nn.Module) -> dict | None:
     return cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else None
 
 
-def pack_model(
-    qmodel: nn.Module, path: str | Path, meta: dict[str, Any] | None = None, float_dtype: str = "float16"
-) -> dict[str, Any]:
-    """Write ``qmodel`` (after ``quantize_model`` + calibration/QAT) as a packed low-bit file.
+def _narrowest_int(v: torch.Tensor) -> torch.Tensor:
+    """``v`` (integers) in the narrowest of int8 / int16 / int32 / int64 that holds every value."""
+    if v.numel() == 0:
+        return v.to(torch.int64)
+    lo, hi = int(v.min()), int(v.max())
+    for dt in (torch.int8, torch.int16, torch.int32):
+        info = torch.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return v.to(dt)
+    return v.to(torch.int64)
 
-    ``meta`` is merged into the sidecar (with ``format``, ``config``, ``quant_spec``,
-    ``precision``, ``float_dtype``, ``layers``, ``float32_keys``); returns the sidecar dict.
-    Raises ``ValueError`` when an enabled quantizer was never initialised (calibrate first) or
-    the model was not quantized. See the module doc for the float16 in-place rounding.
-    """
+
+def _exact_fp16_or_fp32(v: torch.Tensor) -> torch.Tensor:
+    """``v`` (float32) as float16 when the round trip keeps every bit (the sign of ``-0.0`` too),
+    else unchanged."""
+    h = v.half()
+    return h if torch.equal(h.float().view(torch.int32), v.view(torch.int32)) else v
+
+
+@dataclass
+class _Blobs:
+    """What ``pack_model`` collects, blob by blob (module doc), plus the sidecar's layout lists."""
+
+    w4: list[torch.Tensor] = field(default_factory=list)
+    w8: list[torch.Tensor] = field(default_factory=list)
+    w_scale: list[torch.Tensor] = field(default_factory=list)
+    w_scale32: list[torch.Tensor] = field(default_factory=list)
+    act: list[torch.Tensor] = field(default_factory=list)
+    act_zp: list[torch.Tensor] = field(default_factory=list)
+    floats: list[torch.Tensor] = field(default_factory=list)
+    floats32: list[torch.Tensor] = field(default_factory=list)
+    ints: list[torch.Tensor] = field(default_factory=list)
+    layers: dict[str, str] = field(default_factory=dict)
+    outputs: list[list[str]] = field(default_factory=list)
+    scale32_layers: list[str] = field(default_factory=list)
+    float32_keys: list[str] = field(default_factory=list)
+    handled: set[str] = field(default_factory=set)
+
+    def add_act(self, q) -> None:
+        self.act.append(q.effective_step().detach().float().reshape(-1))
+        self.act_zp.append(q.effective_zero_point().detach().float().reshape(-1))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The safetensors dict: one tensor per non-empty blob."""
+        out: dict[str, torch.Tensor] = {}
+        if self.w4:
+            out["w4"] = _nibble_pack(torch.cat(self.w4))
+        for name in ("w8", "w_scale", "w_scale32", "act", "floats", "floats32"):
+            if getattr(self, name):
+                out[name] = torch.cat(getattr(self, name))
+        if self.act_zp:
+            out["act_zp"] = _exact_fp16_or_fp32(torch.cat(self.act_zp))
+        if self.ints:
+            out["ints"] = _narrowest_int(torch.cat(self.ints))
+        return out
+
+
+def _check_packable(qmodel: nn.Module, float_dtype: str) -> tuple[QuantSpec, dict, list, list]:
+    """``(spec, config dict, quant_modules, out_quantizers)``; ``ValueError`` if it cannot be packed."""
     if float_dtype not in ("float16", "float32"):
         raise ValueError(f"float_dtype must be 'float16' or 'float32', got {float_dtype!r}")
     spec: QuantSpec | None = getattr(qmodel, "quant_spec", None)
@@ -138,9 +203,7 @@ def pack_model(
     if cfg is None:
         raise ValueError("model has no .cfg with to_dict(); pack_model rebuilds BEVDetector models only")
     mods = quant_modules(qmodel)
-    qnames = {n for n, _ in mods}
     outs = out_quantizers(qmodel)
-    pnames = {n for n, _ in outs}
     for n, m in mods:
         for q in (m.wq, m.aq):
             if q is not None and q.is_enabled and not q.is_initialized:
@@ -148,76 +211,86 @@ def pack_model(
     for n, q in outs:
         if q.is_enabled and not q.is_initialized:
             raise ValueError(f"{n}: output quantizer enabled but never initialised; run calibrate() first")
+    return spec, cfg, mods, outs
 
-    layers: dict[str, str] = {}
-    handled: set[str] = set()
-    w4, w8, wsc, wsc32, act, scale32 = [], [], [], [], [], []
-    with torch.no_grad():
-        for n, m in mods:
-            tag = _layer_tag(m)
-            layers[n] = tag
-            w_bits, a_bits = _parse_tag(tag)
-            if w_bits is not None:
-                wt = master_weight(m)
-                step = m.wq.effective_step().detach().float().reshape(-1)
-                if float_dtype == "float16" and _fits_fp16(step, normal=True):
-                    step = step.half()
-                    m.wq.step.copy_(step.float())  # round the model's steps first (see module doc)
-                    wsc.append(step)
-                else:
-                    if float_dtype == "float16":
-                        scale32.append(n)
-                    (wsc32 if float_dtype == "float16" else wsc).append(step)
-                q = m.wq.integers(wt).reshape(-1)
-                if w_bits <= 4:
-                    w4.append((q - m.wq.qmin).to(torch.uint8))
-                else:
-                    w8.append(q.to(torch.int8))
-                handled.add(n + ".weight")
-            if a_bits is not None:
-                act.append(torch.stack([m.aq.effective_step().detach().float(), m.aq.effective_zero_point().detach().float()]))
-        outputs: list[list[str]] = []
-        for n, q in outs:
-            outputs.append([n, f"a{q.bits}" if q.is_enabled else "off"])
-            if q.is_enabled:
-                act.append(torch.stack([q.effective_step().detach().float(), q.effective_zero_point().detach().float()]))
 
-        floats, floats32, ints, f32_keys = [], [], [], []
-        for k, v in qmodel.state_dict().items():
-            if k in handled or _skip_key(k, qnames, pnames):
-                continue
-            if v.is_floating_point():
-                v32 = v.detach().float().reshape(-1)
-                if float_dtype == "float16":
-                    if _fits_fp16(v32):
-                        h = v32.half()
-                        v.copy_(h.to(v.dtype).view_as(v))  # round the model itself (see module doc)
-                        floats.append(h)
-                    else:
-                        f32_keys.append(k)
-                        floats32.append(v32)
-                else:
-                    floats.append(v32)
+def _pack_layers(mods: list, b: _Blobs, float_dtype: str) -> None:
+    """Weight codes and steps of every quantized layer, then its input quantizer's step / zero point.
+
+    float16 storage rounds the layer's own steps in place when they fit (module doc)."""
+    for n, m in mods:
+        tag = _layer_tag(m)
+        b.layers[n] = tag
+        w_bits, a_bits = _parse_tag(tag)
+        if w_bits is not None:
+            wt = master_weight(m)
+            step = m.wq.effective_step().detach().float().reshape(-1)
+            if float_dtype == "float16" and _fits_fp16(step, normal=True):
+                step = step.half()
+                m.wq.step.copy_(step.float())  # round the model's steps first (see module doc)
+                b.w_scale.append(step)
+            elif float_dtype == "float16":
+                b.scale32_layers.append(n)
+                b.w_scale32.append(step)
             else:
-                ints.append(v.detach().to(torch.int64).reshape(-1))
+                b.w_scale.append(step)
+            q = m.wq.integers(wt).reshape(-1)
+            if w_bits <= 4:
+                b.w4.append((q - m.wq.qmin).to(torch.uint8))
+            else:
+                b.w8.append(q.to(torch.int8))
+            b.handled.add(n + ".weight")
+        if a_bits is not None:
+            b.add_act(m.aq)
 
-    blobs: dict[str, torch.Tensor] = {}
-    if w4:
-        blobs["w4"] = _nibble_pack(torch.cat(w4))
-    if w8:
-        blobs["w8"] = torch.cat(w8)
-    if wsc:
-        blobs["w_scale"] = torch.cat(wsc)
-    if wsc32:
-        blobs["w_scale32"] = torch.cat(wsc32)
-    if act:
-        blobs["act"] = torch.stack(act)
-    if floats:
-        blobs["floats"] = torch.cat(floats)
-    if floats32:
-        blobs["floats32"] = torch.cat(floats32)
-    if ints:
-        blobs["ints"] = torch.cat(ints)
+
+def _pack_output_quantizers(outs: list, b: _Blobs) -> None:
+    """The sidecar's ``outputs`` list and the enabled output quantizers' steps / zero points."""
+    for n, q in outs:
+        b.outputs.append([n, f"a{q.bits}" if q.is_enabled else "off"])
+        if q.is_enabled:
+            b.add_act(q)
+
+
+def _pack_other_tensors(qmodel: nn.Module, mods: list, outs: list, b: _Blobs, float_dtype: str) -> None:
+    """Every state-dict tensor not stored yet and not quantizer bookkeeping: floats (rounded to
+    float16 in place when they fit, see module doc) and integer buffers."""
+    qnames, pnames = {n for n, _ in mods}, {n for n, _ in outs}
+    for k, v in qmodel.state_dict().items():
+        if k in b.handled or _skip_key(k, qnames, pnames):
+            continue
+        if not v.is_floating_point():
+            b.ints.append(v.detach().to(torch.int64).reshape(-1))
+            continue
+        v32 = v.detach().float().reshape(-1)
+        if float_dtype == "float32":
+            b.floats.append(v32)
+        elif _fits_fp16(v32):
+            h = v32.half()
+            v.copy_(h.to(v.dtype).view_as(v))  # round the model itself (see module doc)
+            b.floats.append(h)
+        else:
+            b.float32_keys.append(k)
+            b.floats32.append(v32)
+
+
+def pack_model(
+    qmodel: nn.Module, path: str | Path, meta: dict[str, Any] | None = None, float_dtype: str = "float16"
+) -> dict[str, Any]:
+    """Write ``qmodel`` (after ``quantize_model`` + calibration/QAT) as a packed low-bit file.
+
+    ``meta`` is merged into the sidecar (with ``format``, ``pack_layout``, ``config``,
+    ``quant_spec``, ``precision``, ``float_dtype``, ``layers``, ``outputs``, ``float32_keys``,
+    ``scale32_layers``); returns the sidecar dict. Raises ``ValueError`` when an enabled quantizer
+    was never initialised (calibrate first) or the model was not quantized. See the module doc
+    for the float16 in-place rounding.
+    """
+    spec, cfg, mods, outs = _check_packable(qmodel, float_dtype)
+    b = _Blobs()
+    with torch.no_grad():
+        _pack_layers(mods, b, float_dtype)
+        _pack_output_quantizers(outs, b)
+        _pack_other_tensors(qmodel, mods, outs, b, float_dtype)
 
     from ..classes import CLASS_NAMES
 
@@ -225,16 +298,17 @@ def pack_model(
     side.update(meta or {})
     side.update({
         "format": PACK_FORMAT,
+        "pack_layout": PACK_LAYOUT,
         "config": cfg,
         "quant_spec": spec.to_dict(),
         "precision": spec.name,
         "float_dtype": float_dtype,
-        "layers": [[n, t] for n, t in layers.items()],
-        "outputs": outputs,
-        "float32_keys": f32_keys,
-        "scale32_layers": scale32,
+        "layers": [[n, t] for n, t in b.layers.items()],
+        "outputs": b.outputs,
+        "float32_keys": b.float32_keys,
+        "scale32_layers": b.scale32_layers,
     })
-    return save_weights(blobs, path, side)
+    return save_weights(b.tensors(), path, side)
 
 
 class _Reader:
@@ -258,6 +332,28 @@ class _Reader:
             raise CheckpointError(f"{self.path}: blob '{self.name}' has {have - self.pos} unused entries; layout mismatch")
 
 
+def _as_act_rows(state: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The blobs with ``act`` as float32 ``(A, 2)`` rows ``[step, zero_point]`` (layout 1's form)
+    whatever the file's ``pack_layout``; ``CheckpointError`` for an unknown layout or misshapen blobs."""
+    layout = meta.get("pack_layout", 1)
+    if layout not in (1, 2):
+        raise CheckpointError(f"{path}: packed layout {layout!r} is newer than this qdbev reads (1, {PACK_LAYOUT}); "
+                              "update qdbev to load it")
+    state = dict(state)
+    act, zp = state.get("act"), state.pop("act_zp", None)
+    if layout == 1:
+        if zp is not None or (act is not None and (act.dim() != 2 or act.shape[1] != 2)):
+            raise CheckpointError(f"{path}: blob 'act' is not layout 1's (A, 2) [step, zero_point] rows "
+                                  "(sidecar without pack_layout)")
+        return state
+    if act is None and zp is None:
+        return state
+    if act is None or zp is None or act.dim() != 1 or zp.shape != act.shape:
+        raise CheckpointError(f"{path}: blobs 'act' / 'act_zp' missing or of different lengths (layout 2)")
+    state["act"] = torch.stack([act.float(), zp.float()], dim=1)
+    return state
+
+
 def unpack_model(path: str | Path, expected_sha256: str | None = None) -> nn.Module:
     """Rebuild the fake-quant ``BEVDetector`` from a packed file (eval mode, CPU).
 
@@ -266,13 +362,13 @@ def unpack_model(path: str | Path, expected_sha256: str | None = None) -> nn.Mod
     ``expected_sha256``); any mismatch, truncation or layout error raises ``CheckpointError``.
     """
     from ..model import BEVDetector
-    from ..models_manifest import config_from_dict
+    from ..model.config import ModelConfig
 
     path = Path(path)
     state, meta = load_weights(path, expected_sha256)
     if meta.get("format") != PACK_FORMAT:
         raise CheckpointError(f"{path}: not a packed low-bit model (sidecar format {meta.get('format')!r}, want {PACK_FORMAT!r})")
-    model = BEVDetector(config_from_dict(meta["config"]))
+    model = BEVDetector(ModelConfig.from_dict(meta["config"]))
     spec = QuantSpec.from_dict(meta["quant_spec"])
     quantize_model(model, spec)
     mods = quant_modules(model)
@@ -285,6 +381,7 @@ def unpack_model(path: str | Path, expected_sha256: str | None = None) -> nn.Mod
     pnames = {n for n, _ in outs}
     if [n for n, _ in outs] != [n for n, _ in meta.get("outputs", [])]:
         raise CheckpointError(f"{path}: output quantizers of the rebuilt model do not match the sidecar's 'outputs'")
+    state = _as_act_rows(state, meta, path)
     rd = {k: _Reader(k, state.get(k), path) for k in ("w4", "w8", "w_scale", "w_scale32", "act", "floats", "floats32", "ints")}
     if "w4" in state:  # nibble stream: expand once, read codes
         n4 = sum(master_weight(m).numel() for n, m in mods if (_parse_tag(layers[n])[0] or 99) <= 4)
@@ -355,9 +452,9 @@ def _fp32_file_bytes(cfg_dict: dict) -> int:
     from safetensors.torch import save
 
     from ..model import BEVDetector
-    from ..models_manifest import config_from_dict
+    from ..model.config import ModelConfig
 
-    state = {k: v.contiguous() for k, v in BEVDetector(config_from_dict(cfg_dict)).state_dict().items()}
+    state = {k: v.contiguous() for k, v in BEVDetector(ModelConfig.from_dict(cfg_dict)).state_dict().items()}
     return len(save(state, metadata=SAFETENSORS_METADATA))
 
 
@@ -385,10 +482,10 @@ def model_size_report(model_or_path: nn.Module | str | Path, float_dtype: str = 
     by_bits: dict[str, int] = {}
     # weight elements per width, from the rebuilt layout
     from ..model import BEVDetector
-    from ..models_manifest import config_from_dict
+    from ..model.config import ModelConfig
 
     with torch.device("meta"):
-        ref = BEVDetector(config_from_dict(side["config"]))
+        ref = BEVDetector(ModelConfig.from_dict(side["config"]))
     mods = dict(ref.named_modules())
     for n, tag in side["layers"]:
         w, _ = _parse_tag(tag)

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from ..checkpoint import read_sidecar, save_weights, sidecar_path, write_sidecar
 from ..classes import CLASS_NAMES
 from ..data.reader import NuScenesReader
-from ..model import BEVDetector, DetectionLoss, get_config
+from ..model import BEVDetector, DetectionLoss, ModelConfig, get_config
 from .config import TrainConfig
 from .data import DetectionDataset, collate, data_config_for
 from .qat import QatRun
@@ -141,9 +141,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if cfg.qat is not None:  # the student has the teacher's architecture, whatever `nano` means today
-        from ..models_manifest import config_from_dict, full_precision_file
+        from ..models_manifest import full_precision_file
 
-        model_cfg = config_from_dict(full_precision_file(cfg.qat.teacher, "teacher")[2]["config"])
+        model_cfg = ModelConfig.from_dict(full_precision_file(cfg.qat.teacher, "teacher")[2]["config"])
     else:
         model_cfg = get_config(cfg.model, **cfg.model_overrides)
     model = BEVDetector(model_cfg).to(device)

@@ -24,7 +24,8 @@ from qdbev_core.model import (
     encode_boxes,
     get_config,
 )
-from qdbev_core.model.config import REFERENCE_PARAMS_M, describe
+from qdbev_core.model.config import REFERENCE_PARAMS_M
+from qdbev_core.model.summary import describe
 from qdbev_core.model.flops import count_parameters
 from qdbev_core.model.losses import build_dense_targets
 from qdbev_core.model.ops import inverse_sigmoid, project_to_cameras
