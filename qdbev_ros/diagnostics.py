@@ -34,10 +34,10 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from qdbev_core.runtime.processor import PIPELINE  # source of problems of no single camera
+
 __all__ = ["DiagnosticsState", "PIPELINE", "level_name"]
 
-PIPELINE = "pipeline"
-"""Source name of errors that belong to no single camera (engine, time, ego pose)."""
 
 OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
 _LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}

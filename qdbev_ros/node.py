@@ -10,15 +10,16 @@ Inner workings (the Autoware camera-BEV node pattern, docs/DESIGN.md §5):
 2. The engine is loaded first (a missing or corrupt model file is fatal within seconds, naming
    the file). CameraInfo of all six cameras and their camera -> ``frame_id`` extrinsics (TF via
    ``tf2_ros`` when importable, else our own ``/tf_static`` subscription; or a calibration YAML)
-   are collected and validated by ``qdbev_core.frame_assembly``; the node reports what it is
+   are collected and validated by ``qdbev_core.runtime.calibration``; the node reports what it is
    still waiting for in the log (once) and on ``/diagnostics``.
 3. Only then are the images subscribed (sensor-data QoS). An approximate-time synchronizer
-   (``qdbev_core.sync.ApproxTimeSync``, also where ``message_filters`` is importable: its queue
+   (``qdbev_core.runtime.sync.ApproxTimeSync``, also where ``message_filters`` is importable: its queue
    overflow drops the newest message after a bag loop) groups the six streams; each
    complete set replaces the pending one in a one-slot mailbox (the replaced set is counted as
    dropped: newest wins, no backlog).
-4. A worker thread (off the executor thread that receives images) decodes the images, assembles
-   the ``Frame`` (same code as offline replay), runs the engine, and publishes the velocities
+4. A worker thread (off the executor thread that receives images) hands the set to
+   ``qdbev_core.runtime.processor.CameraSetProcessor`` (decode, assemble the ``Frame``, time
+   checks, engine: the code offline replay runs) and publishes the velocities
    (``~/detections/velocity``, ``qdbev_msgs/ObjectVelocityArray``: ``vision_msgs/Detection3D``
    has no velocity field) and then the detections (``~/detections``, ``Detection3DArray``) with
    one header (stamp = CAM_FRONT's header stamp, ``frame_id`` parameter), markers and timings.
@@ -77,6 +78,7 @@ from collections import deque
 import numpy as np
 import rclpy
 import rclpy.time
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -89,24 +91,24 @@ from std_msgs.msg import Float64, Header
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from qdbev_core.frame_assembly import (
-    CameraCalibration,
-    CameraRig,
-    FrameAssemblyError,
-    PoseHistory,
-    StaticTransformTree,
-    load_extrinsics_yaml,
-    validate_intrinsics,
-    validate_pose,
+from qdbev_core.runtime.calibration import CameraCalibration, CameraRig, load_extrinsics_yaml, validate_intrinsics
+from qdbev_core.runtime.errors import FrameAssemblyError
+from qdbev_core.runtime.processor import (
+    CameraSetProcessor,
+    EgoPoseLookup,
+    OutputLimits,
+    Problem,
+    SetResult,
+    ns_seconds,
 )
+from qdbev_core.runtime.transforms import PoseHistory, StaticTransformTree
 from qdbev_core.types import CAMERA_NAMES, Detections
 
 from .autoware import OBSTACLE_LABELS, detections_to_objects
-from .conversions import copy_header, detections_to_msg, stamp_to_seconds, velocities_to_msg
+from .conversions import detections_to_markers, detections_to_msg, stamp_to_seconds, velocities_to_msg
 from .diagnostics import PIPELINE, DiagnosticsState
 from .log_limit import LogLimiter
-from .markers import detections_to_markers
-from .ros_io import camera_info_to_intrinsics, msg_to_rgb, pose_to_matrix, transform_to_matrix
+from .ros_io import camera_info_to_intrinsics, pose_to_matrix, transform_to_matrix
 from .sync import SyncInput, make_synchronizer, stamp_ns
 
 NODE_NAME = "qdbev_node"
@@ -248,6 +250,7 @@ class QdbevNode(Node):
 
         # engine first: a bad model fails in seconds, before any waiting for cameras
         self.engine = engine if engine is not None else self._load_engine()
+        self.processor = CameraSetProcessor(self.engine, self, self.camera_names)
 
         # calibration inputs
         self._intrinsics: dict[str, tuple[np.ndarray, int, int, str]] = {}
@@ -290,8 +293,6 @@ class QdbevNode(Node):
         self._cv = threading.Condition()
         self._pending: tuple | None = None
         self._stop = False
-        self._last_stamp: float | None = None
-        self._dropped_at_last_frame = 0
         self._worker = threading.Thread(target=self._work, name="qdbev_worker", daemon=True)
         self._worker.start()
 
@@ -851,151 +852,81 @@ class QdbevNode(Node):
                     return
                 self._report(PIPELINE, "internal", f"unexpected {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
-    def _ego_pose(self, stamp_msg, stamp: float):
-        src = self.p["ego_pose_source"]
+    def _ego_pose_lookup(self) -> EgoPoseLookup | None:
+        """The ego pose source of the next set (``ego_pose_source``; tf2 where installed, else our history)."""
+        src, tol = self.p["ego_pose_source"], self.p["ego_pose_tolerance_s"]
         if src == "none":
             return None
-        pose = None
         if src == "tf" and self._tf_buffer is not None:
-            try:
-                tf = self._tf_buffer.lookup_transform(self.p["odom_frame"], self.p["frame_id"],
-                                                      rclpy.time.Time.from_msg(stamp_msg))
-                pose = transform_to_matrix(tf)
-            except Exception:  # noqa: BLE001 - no pose yet / extrapolation
-                pose = None
+            def lookup(ns: int):
+                try:
+                    tf = self._tf_buffer.lookup_transform(self.p["odom_frame"], self.p["frame_id"],
+                                                          rclpy.time.Time(nanoseconds=ns))
+                except Exception:  # noqa: BLE001 - no pose yet / extrapolation
+                    return None
+                return transform_to_matrix(tf)
         else:
-            pose = self._poses.lookup(stamp, self.p["ego_pose_tolerance_s"])
-        if pose is None:
-            self.diag.count("no_ego_pose")
-            what = (f"TF {self.p['odom_frame']} -> {self.p['frame_id']}" if src == "tf"
-                    else f"nav_msgs/Odometry on {self.p['odometry_topic']}")
-            self._log_limited((PIPELINE, "no_ego_pose"), "warning",
-                           f"no ego pose from {what} within {self.p['ego_pose_tolerance_s']:g} s of a frame: "
-                           "temporal fusion is off for such frames (set ego_pose_source:=none to silence)")
-            return None
-        try:
-            return validate_pose(pose)
-        except FrameAssemblyError as exc:
-            self._report(PIPELINE, exc.kind, str(exc), level="warning")
-            return None
+            def lookup(ns: int):
+                return self._poses.lookup(ns_seconds(ns), tol)
+        what = (f"TF {self.p['odom_frame']} -> {self.p['frame_id']}" if src == "tf"
+                else f"nav_msgs/Odometry on {self.p['odometry_topic']}")
+        return EgoPoseLookup(lookup, f"{what} within {tol:g} s")
 
     def process_set(self, msgs: Sequence[Any], arrival: float | None = None,
                     degraded: bool = False) -> Detections | None:
-        """Decode, assemble, detect and publish one camera set (worker thread; callable in tests).
+        """Process one camera set (``CameraSetProcessor``) and publish the result (worker thread;
+        callable in tests).
 
         Returns the detections, or ``None`` when the set was skipped (reason logged and counted).
         """
-        t0 = time.perf_counter()
         arrival = time.monotonic() if arrival is None else arrival
         rig = self._rig
         if rig is None:
             return None
-        self.diag.count("sets_processed")
-        images, stamps, ref = {}, {}, None
-        try:
-            for cam, msg in zip(self.camera_names, msgs):
-                if msg is None:
-                    continue
-                if ref is None:
-                    ref = msg
-                images[cam] = msg_to_rgb(msg, cam)
-                stamps[cam] = stamp_to_seconds(msg.header.stamp)
-            front = ref if msgs[0] is None else msgs[0]
-            ego = self._ego_pose(front.header.stamp, stamp_to_seconds(front.header.stamp))
-            frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=degraded,
-                                 stamp_camera=self.camera_names[0])
-        except FrameAssemblyError as exc:
-            self.diag.count("bad_frames")
-            self._report(exc.camera if exc.camera in self.camera_names else PIPELINE, exc.kind,
-                         f"{exc}; frame skipped")
+        limits = OutputLimits(self.p["score_threshold"], self.p["max_detections"])
+        result = self.processor.process(rig, msgs, limits, ego_pose=self._ego_pose_lookup(), degraded=degraded,
+                                        dropped_sets=self.diag.counters["dropped_sets"])
+        if result.detections is None:
             return None
-        if degraded:
-            self.diag.count("degraded_frames")
-        decode_ms = (time.perf_counter() - t0) * 1e3
+        self._publish(result, arrival)
+        return result.detections
 
-        last = self._last_stamp
-        if last is not None and frame.stamp < last:
-            self.engine.reset()
-            self.diag.count("time_backwards")
-            self.diag.count("temporal_resets")
-            self._report(PIPELINE, "time_backwards", f"time jumped backwards by {last - frame.stamp:.3f} s "
-                         f"({last:.3f} -> {frame.stamp:.3f}; bag loop or clock reset?): temporal state reset",
-                         level="warning", magnitude=last - frame.stamp)
-        elif last is not None and frame.stamp - last > self._max_gap_s():
-            self._report_forward_gap(last, frame.stamp)
-        elif last is not None and frame.stamp == last:
-            self.diag.count("duplicate_stamp")
-            self._report(PIPELINE, "duplicate_stamp", f"a second camera set with stamp {frame.stamp:.6f} s was "
-                         "skipped", level="warning")
-            return None
-
-        try:
-            det = self._filter_output(self.engine.detect(frame))
-        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-            self._report(PIPELINE, "engine", f"engine failed on the frame at {frame.stamp:.3f} s: "
-                         f"{type(exc).__name__}: {exc}; frame skipped", log_key=f"engine:{type(exc).__name__}")
-            self.get_logger().debug(traceback.format_exc())
-            return None
-        self._last_stamp = frame.stamp
-        self._dropped_at_last_frame = self.diag.counters["dropped_sets"]
-
-        header = Header(frame_id=self.p["frame_id"])
-        header.stamp = front.header.stamp
-        header = copy_header(header)
+    def _publish(self, result: SetResult, arrival: float) -> None:
+        """Velocities, detections, Autoware objects, markers, timings of one processed set."""
+        det = result.detections
+        header = Header(frame_id=self.p["frame_id"], stamp=Time(sec=result.stamp_ns // 1_000_000_000,
+                                                                 nanosec=result.stamp_ns % 1_000_000_000))
         if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
             self.pub_vel.publish(velocities_to_msg(det, header))
         self.pub_det.publish(detections_to_msg(det, header))
         if self.pub_objects is not None:
             self.pub_objects.publish(detections_to_objects(det, header, self.p["autoware_obstacle_label"]))
         if self.pub_markers is not None:
-            keep = np.asarray(det.scores) >= self.p["marker_score_threshold"]
-            shown = Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
-                               class_names=det.class_names)
-            self.pub_markers.publish(detections_to_markers(shown, header))
-        timing = getattr(self.engine, "last_timing", None)
-        stages = {
-            "preprocess": decode_ms + float(getattr(timing, "preprocess_ms", 0.0)),
-            "inference": float(getattr(timing, "inference_ms", 0.0)),
-            "postprocess": float(getattr(timing, "postprocess_ms", 0.0)),
-        }
-        for k, v in stages.items():
+            self.pub_markers.publish(detections_to_markers(det, header, min_score=self.p["marker_score_threshold"]))
+        for k, v in result.stages_ms.items():
             self.pub_time[k].publish(Float64(data=v))
         latency = (time.monotonic() - arrival) * 1e3
         self.pub_latency.publish(Float64(data=latency))
-        self.diag.record_output(latency, {f"{k}_ms": v for k, v in stages.items()})
+        self.diag.record_output(latency, {f"{k}_ms": v for k, v in result.stages_ms.items()})
         self._last_output_mono = time.monotonic()
         self._skipped_since_output = 0
-        return det
 
-    def _report_forward_gap(self, last: float, stamp: float) -> None:
-        """A forward gap the temporal fusion does not bridge: reset it, count, say why it happened."""
-        self.engine.reset()
-        self.diag.count("time_gap")
-        self.diag.count("temporal_resets")
-        dropped = self.diag.counters["dropped_sets"]
-        skipped = dropped - self._dropped_at_last_frame
-        why = (f"{skipped} camera sets were dropped meanwhile because the node is slower than the cameras "
-               "(newest set wins)" if skipped > 0 else "no camera sets in between: a stall, lost images or a "
-               "paused bag")
-        self._report(PIPELINE, "time_gap", f"time jumped forward by {stamp - last:.3f} s ({last:.3f} -> {stamp:.3f}), "
-                     f"more than the temporal fusion's {self._max_gap_s():g} s: temporal state reset; {why}",
-                     level="warning", magnitude=stamp - last)
+    # ---- ProblemSink of the processor ---------------------------------------------------------------
 
-    def _max_gap_s(self) -> float:
-        """Largest forward stamp gap the engine's temporal fusion bridges (else it resets)."""
-        temporal = getattr(self.engine, "temporal", None)
-        return float(getattr(temporal, "max_gap_s", 1.5))
+    def count(self, name: str) -> None:
+        """Count ``name`` on /diagnostics (``ProblemSink``)."""
+        self.diag.count(name)
 
-    def _filter_output(self, det: Detections) -> Detections:
-        """Detections at or above ``score_threshold``, at most ``max_detections`` (both live)."""
-        scores = np.asarray(det.scores)
-        keep = np.flatnonzero(scores >= self.p["score_threshold"])
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.p["max_detections"]]
-        if len(keep) == len(scores):
-            return det
-        keep.sort()
-        return Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
-                          class_names=det.class_names)
+    def problem(self, problem: Problem) -> None:
+        """Report a processor ``Problem``: held on /diagnostics and logged, or only logged (rate-limited)."""
+        if problem.held:
+            self._report(problem.source, problem.kind, problem.message, level=problem.level,
+                         log_key=problem.log_key, magnitude=problem.magnitude)
+        else:
+            self._log_limited((problem.source, problem.log_key or problem.kind), problem.level, problem.message,
+                              problem.magnitude)
+        if problem.detail:
+            self.get_logger().debug(problem.detail)
 
     # ---- diagnostics / shutdown --------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """ROS message <-> NumPy for the node's inputs (images, CameraInfo, transforms, odometry).
 
-Thin wrappers: decoding and validation live in ``qdbev_core.frame_assembly`` (shared with the
-offline bag replay); this module only reads and fills message fields.
+Thin wrappers: decoding lives in ``qdbev_core.runtime.codecs`` and transform reading in
+``qdbev_core.runtime.transforms`` (shared with the offline bag replay); this module builds the
+rclpy input messages (tests, ``qdbev play``, benchmarks) and reads CameraInfo.
 
 - ``Image`` / ``CompressedImage`` -> ``(H, W, 3)`` uint8 RGB (``image_msg_to_rgb``,
   ``compressed_msg_to_rgb``, or ``msg_to_rgb`` for either), and back (``rgb_to_image_msg``,
@@ -23,13 +24,15 @@ from numpy.typing import NDArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from qdbev_core.frame_assembly import (
+from qdbev_core.geometry import matrix_to_quat
+from qdbev_core.runtime.codecs import (
     decode_compressed_image,
+    decode_image_msg,
     decode_raw_image,
     encode_compressed_image,
     encode_raw_image,
 )
-from qdbev_core.geometry import make_transform, matrix_to_quat
+from qdbev_core.runtime.transforms import pose_to_matrix, transform_to_matrix
 
 from .conversions import make_header
 
@@ -59,10 +62,8 @@ def compressed_msg_to_rgb(msg: CompressedImage, camera: str = "camera") -> NDArr
 
 
 def msg_to_rgb(msg: Image | CompressedImage, camera: str = "camera") -> NDArray[np.uint8]:
-    """RGB array of either image message type."""
-    if isinstance(msg, CompressedImage):
-        return compressed_msg_to_rgb(msg, camera)
-    return image_msg_to_rgb(msg, camera)
+    """RGB array of either image message type (``qdbev_core.runtime.codecs.decode_image_msg``)."""
+    return decode_image_msg(msg, camera)
 
 
 def rgb_to_image_msg(rgb: NDArray[np.uint8], header: Header, encoding: str = "rgb8") -> Image:
@@ -92,22 +93,6 @@ def make_camera_info(k: NDArray[np.float64], width: int, height: int, header: He
     return CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob",
                       d=[0.0] * 5, k=k.reshape(-1).tolist(), r=np.eye(3).reshape(-1).tolist(),
                       p=p.reshape(-1).tolist())
-
-
-def transform_to_matrix(msg) -> NDArray[np.float64]:
-    """4x4 ``parent_T_child`` of a ``geometry_msgs/Transform`` or ``TransformStamped``."""
-    tf = msg.transform if hasattr(msg, "transform") else msg
-    q, t = tf.rotation, tf.translation
-    return make_transform((q.w, q.x, q.y, q.z), (t.x, t.y, t.z))
-
-
-def pose_to_matrix(msg) -> NDArray[np.float64]:
-    """4x4 of a ``geometry_msgs/Pose`` (or anything with ``.pose``: PoseStamped, Odometry)."""
-    pose = msg
-    while hasattr(pose, "pose"):
-        pose = pose.pose
-    q, p = pose.orientation, pose.position
-    return make_transform((q.w, q.x, q.y, q.z), (p.x, p.y, p.z))
 
 
 def matrix_to_transform_stamped(t: NDArray[np.float64], parent: str, child: str,

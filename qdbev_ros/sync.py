@@ -5,7 +5,7 @@
 importable (every real ROS install), and otherwise ``ApproxTimeSync``: our small fallback for
 environments without it (the PyPI ROS 2 wheels have no ``message_filters``).
 
-``ApproxTimeSync`` and ``stamp_ns`` live in ``qdbev_core.sync`` (ROS-free, so the offline bag
+``ApproxTimeSync`` and ``stamp_ns`` live in ``qdbev_core.runtime.sync`` (ROS-free, so the offline bag
 replay groups camera sets with exactly the same code) and are re-exported here; the semantics
 (those of ``message_filters.ApproximateTimeSynchronizer`` in ROS 2 Python, plus one documented
 rule of the C++ policy) are described there.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qdbev_core.sync import ApproxTimeSync, stamp_ns
+from qdbev_core.runtime.sync import ApproxTimeSync, stamp_ns
 
 __all__ = [
     "ApproxTimeSync",

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def raw_outputs(engine, frames, starts: set[int]) -> list[dict]:
     """Raw ``cls_logits`` / ``boxes`` and decoded detections per frame (as ``Engine.detect`` runs them)."""
     from qdbev_core.model.postprocess import decode_detections
-    from qdbev_core.preprocess import prepare_frame
+    from qdbev_core.runtime.preprocess import prepare_frame
 
     engine.reset()
     outs = []

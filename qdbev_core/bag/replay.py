@@ -13,12 +13,13 @@ same parameters (``NodeParams`` from the node's params file):
    ``odometry_topic``) into a ``PoseHistory``; the pose nearest to the CAM_FRONT stamp within
    ``ego_pose_tolerance_s`` (the node's lookup without ``tf2_ros``).
 3. Synchronization: the six image streams (``image_topics``; ``image_transport`` or whichever the
-   bag holds) go, in bag order, through ``qdbev_core.sync.ApproxTimeSync`` with the node's
+   bag holds) go, in bag order, through ``qdbev_core.runtime.sync.ApproxTimeSync`` with the node's
    ``queue_size`` and ``slop``; a repeated stamp of one camera is ignored (node rule).
-4. Each set: the node's decoders, ``CameraRig.assemble(..., stamp_camera="CAM_FRONT")``, the
-   node's rules for time going backwards (engine reset) and a repeated set stamp (skipped), then
-   ``engine.detect``. Unlike the live node nothing is dropped for being slow: every set is
-   processed (live, a set is dropped only when the next one completes before inference ends).
+4. Each set goes through ``qdbev_core.runtime.processor.CameraSetProcessor``, the code the node
+   runs: decoding, ``CameraRig.assemble``, the rules for time going backwards or jumping forward
+   (engine reset) and a repeated set stamp (skipped), ``engine.detect`` and the output limits.
+   Unlike the live node nothing is dropped for being slow: every set is processed (live, a set
+   is dropped only when the next one completes before inference ends).
 5. Output bag (optional, MCAP): ``/qdbev_node/detections`` (``Detection3DArray``, stamp = CAM_FRONT
    stamp, ``frame_id``), ``/qdbev_node/detections/velocity`` (``qdbev_msgs/ObjectVelocityArray``,
    same header, ``(vx, vy, 0)`` m/s per detection) and ``/qdbev_node/markers`` (``MarkerArray``,
@@ -52,17 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from ..frame_assembly import (
-    CameraCalibration,
-    CameraRig,
-    FrameAssemblyError,
-    PoseHistory,
-    StaticTransformTree,
-    load_extrinsics_yaml,
-    validate_intrinsics,
-    validate_pose,
-)
-from ..sync import ApproxTimeSync
+from ..runtime.calibration import CameraCalibration, CameraRig, load_extrinsics_yaml, validate_intrinsics
+from ..runtime.errors import FrameAssemblyError
+from ..runtime.processor import CameraSetProcessor, EgoPoseLookup, OutputLimits, Problem, SetResult, ns_seconds
+from ..runtime.sync import ApproxTimeSync
+from ..runtime.transforms import PoseHistory, StaticTransformTree
 from ..types import CAMERA_NAMES, Detections
 from . import messages as m
 from .layout import (
@@ -114,10 +109,8 @@ class ReplayResult:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
-
-def _stamp_s(ns: int) -> float:
-    """Seconds exactly as the node computes them: ``sec + nanosec * 1e-9``."""
-    return (ns // 1_000_000_000) + (ns % 1_000_000_000) * 1e-9
+    def skip(self, kind: str) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
 
 
 class _Calibration:
@@ -214,7 +207,7 @@ def replay_bag(
     Raises ``FileNotFoundError`` (no bag), ``FileExistsError`` (``out_bag`` exists) and
     ``ValueError`` (no image topics; calibration never complete).
     """
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.rosbag2 import Reader
 
     t_start = time.perf_counter()
     bag = Path(bag)
@@ -223,11 +216,16 @@ def replay_bag(
     if out_bag is not None and Path(out_bag).exists():
         raise FileExistsError(f"{out_bag} exists already; choose a new output bag folder")
     store = get_typestore()
-    result = ResultAccumulator()
-    res = result.res
+    res = ReplayResult()
     cal = _Calibration(params)
     poses = PoseHistory()
     odom, base = params.odom_frame.lstrip("/"), params.frame_id.lstrip("/")
+    processor = CameraSetProcessor(engine, _Counters(res), CAMERA_NAMES)
+    limits = OutputLimits(params.score_threshold, params.max_detections)
+    ego = None if params.ego_pose_source == "none" else EgoPoseLookup(
+        lambda ns: poses.lookup(ns_seconds(ns), params.ego_pose_tolerance_s),
+        f"{params.ego_pose_source} within {params.ego_pose_tolerance_s:g} s")
+    times: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
 
     with Reader(bag) as reader:
         topics = {c.topic for c in reader.connections}
@@ -263,22 +261,8 @@ def replay_bag(
         cal.build()
 
         # 2. everything in bag order
-        writer = None
-        out_conns: dict[str, Any] = {}
         copy_topics = {TF_STATIC_TOPIC, TF_TOPIC, GROUND_TRUTH_TOPIC}
-        if out_bag is not None:
-            Path(out_bag).parent.mkdir(parents=True, exist_ok=True)
-            writer = Writer(Path(out_bag), version=9, storage_plugin=StoragePlugin.MCAP)
-            writer.open()
-            out_conns[DETECTIONS_TOPIC] = writer.add_connection(DETECTIONS_TOPIC, DETECTION3D_ARRAY, typestore=store)
-            out_conns[VELOCITY_TOPIC] = writer.add_connection(VELOCITY_TOPIC, OBJECT_VELOCITY_ARRAY, typestore=store)
-            if params.publish_markers:
-                out_conns[MARKERS_TOPIC] = writer.add_connection(MARKERS_TOPIC, MARKER_ARRAY, typestore=store)
-            for c in reader.connections:
-                if c.topic in copy_topics and c.topic not in out_conns:
-                    out_conns[c.topic] = writer.add_connection(
-                        c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
-                        offered_qos_profiles=c.ext.offered_qos_profiles)
+        output = _OutputBag(Path(out_bag), reader, copy_topics, params) if out_bag is not None else None
         wanted = [c for c in reader.connections
                   if c.topic in image_index or c.topic in info_index or c.topic in pose_topics
                   or c.topic == TF_STATIC_TOPIC or c.topic in copy_topics]
@@ -290,8 +274,8 @@ def replay_bag(
                 if progress is not None and n % 50 == 0:
                     progress(n, total)
                 topic = conn.topic
-                if writer is not None and topic in copy_topics:
-                    writer.write(out_conns[topic], log_ns, raw)
+                if output is not None and topic in copy_topics:
+                    output.copy(topic, log_ns, raw)
                 if topic in image_index:
                     i = image_index[topic]
                     msg = store.deserialize_cdr(raw, conn.msgtype)
@@ -303,7 +287,8 @@ def replay_bag(
                     emitted = sync.add(i, msg.header.stamp, (msg, log_ns))
                     if emitted is not None:
                         res.sets += 1
-                        result.process(emitted, engine, cal.rig, poses, params, writer, out_conns)
+                        out = processor.process(cal.rig, [e[0] for e in emitted], limits, ego_pose=ego)
+                        _record(res, times, out, output, max(e[1] for e in emitted))
                         if max_frames is not None and res.frames >= max_frames:
                             break
                 elif topic in info_index:
@@ -313,7 +298,7 @@ def replay_bag(
                             cal.build()
                             res.count("calibration_changes")
                         except FrameAssemblyError as exc:
-                            result.skip(exc.kind)
+                            res.skip(exc.kind)
                 elif topic == TF_STATIC_TOPIC and params.calibration_source == "tf":
                     on_tf_static(store.deserialize_cdr(raw, conn.msgtype))
                 elif topic in pose_topics:
@@ -321,14 +306,14 @@ def replay_bag(
                     if topic == TF_TOPIC:
                         for tf in msg.transforms:
                             if tf.header.frame_id.lstrip("/") == odom and tf.child_frame_id.lstrip("/") == base:
-                                poses.add(_stamp_s(m.stamp_of(tf)), m.transform_to_matrix(tf))
+                                poses.add(ns_seconds(m.stamp_of(tf)), m.transform_to_matrix(tf))
                     else:
-                        poses.add(_stamp_s(m.stamp_of(msg)), m.pose_to_matrix(msg.pose))
+                        poses.add(ns_seconds(m.stamp_of(msg)), m.pose_to_matrix(msg.pose))
         finally:
-            if writer is not None:
-                writer.close()
+            if output is not None:
+                output.close()
     res.counters["sync_dropped"] = int(sum(sync.dropped))
-    res.timing_ms = {k: float(statistics.median(v)) if v else 0.0 for k, v in result.times.items()}
+    res.timing_ms = {k: float(statistics.median(v)) if v else 0.0 for k, v in times.items()}
     res.out_bag = Path(out_bag) if out_bag is not None else None
     res.wall_s = time.perf_counter() - t_start
     if progress is not None:
@@ -336,75 +321,74 @@ def replay_bag(
     return res
 
 
-class ResultAccumulator:
-    """Per-set processing state (the node's ``process_set`` without ROS)."""
+class _Counters:
+    """The processor's ``ProblemSink`` offline: counts go to ``ReplayResult.counters``; problems
+    are not logged (their sets show up in ``skipped`` and the counters)."""
 
-    def __init__(self) -> None:
-        self.res = ReplayResult()
-        self.last_stamp: float | None = None
-        self.times: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    def __init__(self, res: ReplayResult) -> None:
+        self.res = res
 
-    def skip(self, kind: str) -> None:
-        self.res.skipped[kind] = self.res.skipped.get(kind, 0) + 1
+    def count(self, name: str) -> None:
+        self.res.count(name)
 
-    def process(self, emitted, engine, rig: CameraRig, poses: PoseHistory, params: NodeParams, writer,
-                out_conns) -> Detections | None:
-        t0 = time.perf_counter()
-        msgs = [e[0] for e in emitted]
-        log_ns = max(e[1] for e in emitted)
-        front = msgs[0]
-        front_ns = m.stamp_of(front)
-        try:
-            images = {cam: m.image_to_rgb(msg, cam) for cam, msg in zip(CAMERA_NAMES, msgs)}
-            stamps = {cam: _stamp_s(m.stamp_of(msg)) for cam, msg in zip(CAMERA_NAMES, msgs)}
-            ego = None
-            if params.ego_pose_source != "none":
-                pose = poses.lookup(_stamp_s(front_ns), params.ego_pose_tolerance_s)
-                if pose is None:
-                    self.res.count("no_ego_pose")
-                else:
-                    try:
-                        ego = validate_pose(pose)
-                    except FrameAssemblyError:
-                        self.res.count("bad_ego_pose")
-            frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=False, stamp_camera=CAMERA_NAMES[0])
-        except FrameAssemblyError as exc:
-            self.skip(exc.kind)
-            return None
-        decode_ms = (time.perf_counter() - t0) * 1e3
-        if self.last_stamp is not None and frame.stamp < self.last_stamp:
-            engine.reset()
-            self.res.count("temporal_resets")
-        elif self.last_stamp is not None and frame.stamp == self.last_stamp:
-            self.skip("duplicate_stamp")
-            return None
-        try:
-            det = engine.detect(frame)
-        except Exception:  # noqa: BLE001 - as the node: one bad frame is skipped
-            self.skip("engine")
-            return None
-        self.last_stamp = frame.stamp
-        timing = getattr(engine, "last_timing", None)
-        self.times["preprocess"].append(decode_ms + float(getattr(timing, "preprocess_ms", 0.0)))
-        self.times["inference"].append(float(getattr(timing, "inference_ms", 0.0)))
-        self.times["postprocess"].append(float(getattr(timing, "postprocess_ms", 0.0)))
-        self.res.detections[front_ns] = det
-        if writer is not None:
-            store = get_typestore()
-            writer.write(out_conns[VELOCITY_TOPIC], log_ns,  # before the detections, as the node
-                         bytes(store.serialize_cdr(m.velocities_to_msg(det, front_ns, params.frame_id),
-                                                   OBJECT_VELOCITY_ARRAY)))
-            writer.write(out_conns[DETECTIONS_TOPIC], log_ns,
-                         bytes(store.serialize_cdr(m.detections_to_msg(det, front_ns, params.frame_id),
-                                                   DETECTION3D_ARRAY)))
-            if MARKERS_TOPIC in out_conns:
-                keep = np.asarray(det.scores) >= params.marker_score_threshold
-                shown = Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
-                                   class_names=det.class_names)
-                writer.write(out_conns[MARKERS_TOPIC], log_ns,
-                             bytes(store.serialize_cdr(m.detections_to_markers(shown, front_ns, params.frame_id),
-                                                       MARKER_ARRAY)))
-        return det
+    def problem(self, problem: Problem) -> None:
+        pass
+
+
+def _record(res: ReplayResult, times: dict[str, list[float]], out: SetResult, output: "_OutputBag | None",
+            log_ns: int) -> None:
+    """Keep one processed set's detections and timings (and write them); count a skipped one."""
+    if out.detections is None:
+        res.skip(out.skipped or "unknown")
+        return
+    for k, v in out.stages_ms.items():
+        times[k].append(v)
+    res.detections[out.stamp_ns] = out.detections
+    if output is not None:
+        output.write_set(out.detections, out.stamp_ns, log_ns)
+
+
+class _OutputBag:
+    """The replay's output MCAP bag: the node's output topics (built by ``qdbev_core.runtime.messages``
+    with the rosbags factory) plus copies of ``copy_topics`` from the input bag."""
+
+    def __init__(self, path: Path, reader: Any, copy_topics: set[str], params: NodeParams) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.store = get_typestore()
+        self.params = params
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        add = self.writer.add_connection
+        self.conns: dict[str, Any] = {
+            DETECTIONS_TOPIC: add(DETECTIONS_TOPIC, DETECTION3D_ARRAY, typestore=self.store),
+            VELOCITY_TOPIC: add(VELOCITY_TOPIC, OBJECT_VELOCITY_ARRAY, typestore=self.store),
+        }
+        if params.publish_markers:
+            self.conns[MARKERS_TOPIC] = add(MARKERS_TOPIC, MARKER_ARRAY, typestore=self.store)
+        for c in reader.connections:
+            if c.topic in copy_topics and c.topic not in self.conns:
+                self.conns[c.topic] = add(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
+                                          offered_qos_profiles=c.ext.offered_qos_profiles)
+
+    def copy(self, topic: str, log_ns: int, raw: bytes) -> None:
+        self.writer.write(self.conns[topic], log_ns, raw)
+
+    def _write(self, topic: str, typename: str, msg: Any, log_ns: int) -> None:
+        self.writer.write(self.conns[topic], log_ns, bytes(self.store.serialize_cdr(msg, typename)))
+
+    def write_set(self, det: Detections, stamp_ns: int, log_ns: int) -> None:
+        """Velocities (first, as the node), detections and markers of one set stamped ``stamp_ns``."""
+        frame = self.params.frame_id
+        self._write(VELOCITY_TOPIC, OBJECT_VELOCITY_ARRAY, m.velocities_to_msg(det, stamp_ns, frame), log_ns)
+        self._write(DETECTIONS_TOPIC, DETECTION3D_ARRAY, m.detections_to_msg(det, stamp_ns, frame), log_ns)
+        if MARKERS_TOPIC in self.conns:
+            markers = m.detections_to_markers(det, stamp_ns, frame, min_score=self.params.marker_score_threshold)
+            self._write(MARKERS_TOPIC, MARKER_ARRAY, markers, log_ns)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 # --------------------------------------------------------------------------------------------

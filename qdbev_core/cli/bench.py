@@ -226,7 +226,7 @@ def _ptq_model(args: argparse.Namespace, model: str) -> str:
 
     from ..data.reader import NuScenesReader
     from ..engine import engine_cache_dir, load_detector
-    from ..preprocess import prepare_frame
+    from ..runtime.preprocess import prepare_frame
     from ..quant import QuantSpec, calibrate, pack_model, quantize_model
 
     from ..checkpoint import read_sidecar

@@ -93,7 +93,7 @@ class Engine:
 
     def detect(self, frame: Frame) -> Detections:
         from ..model.postprocess import decode_detections
-        from ..preprocess import prepare_frame
+        from ..runtime.preprocess import prepare_frame
 
         t0 = time.perf_counter()
         net = prepare_frame(frame, tuple(self.cfg.image_size))

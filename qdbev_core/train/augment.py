@@ -280,7 +280,7 @@ def augment_frame(frame, input_hw: tuple[int, int], params: list[CameraAugParams
     """``preprocess.prepare_frame`` with per-camera image augmentation: resize/crop/flip (with
     intrinsics and camera->ego updated), photometric distortion on the 8-bit RGB image, ImageNet
     normalisation, then GridMask (blanked pixels = 0, the mean). Returns a ``NetworkInput``."""
-    from ..preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, NetworkInput
+    from ..runtime.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, NetworkInput
 
     h, w = input_hw
     n = len(frame.images)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.reader import NuScenesReader
-from ..preprocess import ego_motion, prepare_frame
+from ..runtime.preprocess import ego_motion, prepare_frame
 from .augment import (
     BevAugmentConfig,
     CameraAugParams,

@@ -378,7 +378,7 @@ def test_markers_message() -> None:
     from visualization_msgs.msg import Marker
 
     from qdbev_core.types import Detections
-    from qdbev_ros.markers import detections_to_markers
+    from qdbev_ros.conversions import detections_to_markers
 
     det = Detections(boxes=np.array([[10.0, -2.0, 0.8, 4.5, 1.9, 1.6, 0.5, 3.0, 4.0],
                                      [5.0, 3.0, 0.9, 0.7, 0.7, 1.8, 0.0, 0.0, 0.05]]),

@@ -7,7 +7,7 @@ import pytest
 
 from qdbev_core.data.rig import rig_arrays
 from qdbev_core.geometry import box_corners, project_points
-from qdbev_core.preprocess import prepare_frame
+from qdbev_core.runtime.preprocess import prepare_frame
 from qdbev_core.train.augment import apply_bev_transform, bev_transform
 from qdbev_core.types import Frame
 

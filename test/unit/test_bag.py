@@ -242,7 +242,7 @@ def test_message_bytes_equal_the_nodes_messages() -> None:
     from rclpy.serialization import deserialize_message, serialize_message
 
     from qdbev_ros.conversions import detections_to_msg, make_header, seconds_to_stamp, velocities_to_msg
-    from qdbev_ros.markers import detections_to_markers
+    from qdbev_ros.conversions import detections_to_markers
     from qdbev_ros.ros_io import make_camera_info
 
     rng = np.random.default_rng(3)
@@ -332,7 +332,7 @@ def test_node_params_reject_bad_values(tmp_path: Path) -> None:
 
 
 def test_sync_is_shared_with_the_node() -> None:
-    from qdbev_core.sync import ApproxTimeSync
+    from qdbev_core.runtime.sync import ApproxTimeSync
 
     sync_mod = pytest.importorskip("qdbev_ros.sync")
     assert sync_mod.ApproxTimeSync is ApproxTimeSync

@@ -1,4 +1,4 @@
-"""qdbev_core.frame_assembly: decoding, validation errors, rig assembly, calibration YAML, TF tree."""
+"""qdbev_core.runtime (codecs, errors, calibration, transforms): decoding, validation errors, rig assembly, calibration YAML, TF tree."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 
 from qdbev_core.data.rig import NUSCENES_RIG, rig_arrays
-from qdbev_core.frame_assembly import (
+from qdbev_core.runtime.calibration import (
     CameraCalibration,
     CameraRig,
+    load_extrinsics_yaml,
+    validate_intrinsics,
+)
+from qdbev_core.runtime.codecs import (
+    decode_compressed_image,
+    decode_raw_image,
+    encode_compressed_image,
+    encode_raw_image,
+)
+from qdbev_core.runtime.errors import (
     FrameAssemblyError,
     ImageDecodeError,
     ImageSizeMismatchError,
@@ -20,17 +30,9 @@ from qdbev_core.frame_assembly import (
     InvalidPoseError,
     MissingCameraError,
     MissingExtrinsicsError,
-    PoseHistory,
-    StaticTransformTree,
     UnsupportedEncodingError,
-    decode_compressed_image,
-    decode_raw_image,
-    encode_compressed_image,
-    encode_raw_image,
-    load_extrinsics_yaml,
-    validate_intrinsics,
-    validate_pose,
 )
+from qdbev_core.runtime.transforms import PoseHistory, StaticTransformTree, validate_pose
 from qdbev_core.geometry import invert_transform, make_transform
 from qdbev_core.types import CAMERA_NAMES
 
@@ -204,7 +206,7 @@ def test_assemble_errors() -> None:
 
 
 def test_frame_runs_through_prepare_frame() -> None:
-    from qdbev_core.preprocess import prepare_frame
+    from qdbev_core.runtime.preprocess import prepare_frame
 
     rig = _rig()
     frame = rig.assemble({n: _rgb() for n in CAMERA_NAMES}, {n: 0.0 for n in CAMERA_NAMES})

@@ -13,7 +13,7 @@ import torch
 
 from qdbev_core.data.rig import rig_arrays
 from qdbev_core.geometry import box_corners, project_points
-from qdbev_core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, prepare_frame
+from qdbev_core.runtime.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, prepare_frame
 from qdbev_core.train.augment import (
     CameraAugParams,
     ImageAugConfig,

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="the node needs rclpy")
 
-from qdbev_core.frame_assembly import load_extrinsics_yaml  # noqa: E402
+from qdbev_core.runtime.calibration import load_extrinsics_yaml  # noqa: E402
 from qdbev_core.types import CAMERA_NAMES, Detections  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qdbev_core.sync import ApproxTimeSync
+from qdbev_core.runtime.sync import ApproxTimeSync
 from qdbev_ros.sync import SyncInput, make_synchronizer, message_filters_available
 
 NS = 1_000_000_000

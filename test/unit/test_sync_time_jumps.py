@@ -7,7 +7,7 @@ filled their queues, a 20 s jump back produced no set until the stamps caught up
 
 from __future__ import annotations
 
-from qdbev_core.sync import ApproxTimeSync
+from qdbev_core.runtime.sync import ApproxTimeSync
 
 N = 6
 PERIOD = 1.0 / 12.0

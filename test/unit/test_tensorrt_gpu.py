@@ -51,7 +51,7 @@ def _frame(seed: int, stamp: float, yaw: float, x: float) -> Frame:
 
 def raw_outputs(engine, frames) -> list[dict]:
     """``cls_logits`` / ``boxes`` of each frame, the temporal state carried as ``Engine.detect`` does."""
-    from qdbev_core.preprocess import prepare_frame
+    from qdbev_core.runtime.preprocess import prepare_frame
 
     engine.reset()
     outs = []

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .data.rig import scaled_intrinsics
-from .types import Frame
+from ..data.rig import scaled_intrinsics
+from ..types import Frame
 
 IMAGENET_MEAN_RGB = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 IMAGENET_STD_RGB = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -69,6 +69,6 @@ def prepare_frame(frame: Frame, input_hw: tuple[int, int]) -> NetworkInput:
 
 def ego_motion(prev_ego2global: NDArray[np.float64], cur_ego2global: NDArray[np.float64]) -> NDArray[np.float64]:
     """Transform mapping points in the previous ego frame into the current ego frame (4x4)."""
-    from .geometry import invert_transform
+    from ..geometry import invert_transform
 
     return invert_transform(cur_ego2global) @ prev_ego2global

@@ -1,0 +1,282 @@
+"""One camera set -> ``Detections``: the per-frame pipeline of the live node and of offline replay.
+
+``CameraSetProcessor.process(rig, msgs, ...)`` does, for the six image messages of one
+synchronized set (rclpy or ``rosbags`` messages: only fields are read):
+
+1. decode every image (``codecs.decode_image_msg``), look up the ego pose at the reference
+   camera's stamp (CAM_FRONT, else the first camera present) and assemble the ``Frame``
+   (``CameraRig.assemble``); bad input skips the set (``bad_frames``);
+2. time checks against the last processed frame: a stamp going backwards (bag loop, clock reset)
+   or a forward gap longer than the engine's temporal fusion bridges (``max_gap_s``) resets the
+   engine's temporal state; a repeated set stamp is skipped (``duplicate_stamp``);
+3. ``engine.detect(frame)``; an exception skips the set (``engine``), it never propagates;
+4. keeps detections at or above ``score_threshold``, at most ``max_detections`` (best first,
+   original order kept).
+
+Problems and counts go to a ``ProblemSink``: the node turns them into ``/diagnostics`` entries and
+rate-limited log lines, replay into ``ReplayResult`` counters. The caller publishes or writes
+the result (``SetResult``). Not thread-safe: one caller thread (the node's worker).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..types import CAMERA_NAMES, Detections
+from .calibration import CameraRig
+from .codecs import decode_image_msg
+from .errors import FrameAssemblyError
+from .sync import stamp_ns
+from .transforms import validate_pose
+
+__all__ = [
+    "PIPELINE",
+    "CameraSetProcessor",
+    "EgoPoseLookup",
+    "OutputLimits",
+    "Problem",
+    "ProblemSink",
+    "SetResult",
+    "filter_detections",
+    "ns_seconds",
+    "stamp_seconds",
+]
+
+PIPELINE = "pipeline"
+"""Source name of problems that belong to no single camera (engine, time, ego pose)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem with one camera set, for the caller to log and count.
+
+    Attributes:
+        source: camera name, or ``PIPELINE``.
+        kind: short stable key (``"decode"``, ``"time_backwards"``, ``"engine"``, ...).
+        message: what happened and what was done about it.
+        level: ``"error"`` or ``"warning"``.
+        magnitude: size of a time jump / gap (s), so a much larger one is logged again.
+        log_key: key the log rate limit uses instead of ``kind``.
+        held: True: a diagnostics problem (held for ``error_hold_s``); False: only logged.
+        detail: a traceback, for a debug log line.
+    """
+
+    source: str
+    kind: str
+    message: str
+    level: str = "error"
+    magnitude: float | None = None
+    log_key: str | None = None
+    held: bool = True
+    detail: str = ""
+
+
+class ProblemSink(Protocol):
+    """Where the processor reports: ``count`` a named counter, ``problem`` a ``Problem``."""
+
+    def count(self, name: str) -> None: ...
+
+    def problem(self, problem: Problem) -> None: ...
+
+
+@dataclass(frozen=True)
+class EgoPoseLookup:
+    """The ego pose source of one set.
+
+    Attributes:
+        lookup: stamp (integer ns) -> ``base_link -> odom`` 4x4 pose, or ``None`` when there is none.
+        source: what it asks, for the log line (``"TF odom -> base_link within 0.1 s"``).
+    """
+
+    lookup: Callable[[int], NDArray[np.float64] | None]
+    source: str
+
+
+@dataclass(frozen=True)
+class OutputLimits:
+    """What is kept of the engine's detections: ``score >= score_threshold``, at most ``max_detections``."""
+
+    score_threshold: float
+    max_detections: int
+
+
+@dataclass
+class SetResult:
+    """What ``process`` made of one set.
+
+    Attributes:
+        detections: the kept detections, or ``None`` when the set was skipped.
+        skipped: the reason kind when skipped (``FrameAssemblyError.kind``, ``duplicate_stamp``, ``engine``).
+        stamp_ns: header stamp (ns) of the reference camera (CAM_FRONT, else the first present):
+            the stamp of the published detections.
+        stages_ms: ``preprocess`` (decode + assembly + engine preprocess), ``inference``,
+            ``postprocess`` milliseconds (processed sets only).
+    """
+
+    detections: Detections | None = None
+    skipped: str | None = None
+    stamp_ns: int = 0
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+def stamp_seconds(stamp: Any) -> float:
+    """Seconds of a ``builtin_interfaces/Time``, computed as ``sec + nanosec * 1e-9``."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def ns_seconds(ns: int) -> float:
+    """Seconds of integer nanoseconds, computed as ``stamp_seconds`` does (same float)."""
+    return (ns // 1_000_000_000) + (ns % 1_000_000_000) * 1e-9
+
+
+def filter_detections(det: Detections, limits: OutputLimits) -> Detections:
+    """Detections scoring at least ``limits.score_threshold``, at most ``limits.max_detections``
+    (the best ones), in their original order; ``det`` itself when nothing is removed."""
+    scores = np.asarray(det.scores)
+    keep = np.flatnonzero(scores >= limits.score_threshold)
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: limits.max_detections]
+    if len(keep) == len(scores):
+        return det
+    keep.sort()
+    return Detections(boxes=det.boxes[keep], scores=det.scores[keep], labels=det.labels[keep],
+                      class_names=det.class_names)
+
+
+class CameraSetProcessor:
+    """Camera sets -> ``Detections`` with one engine (module docstring).
+
+    Args:
+        engine: a ``qdbev_core.engine.Engine`` (``detect``, ``reset``, ``last_timing``, ``temporal``).
+        sink: receives counts and problems.
+        camera_names: camera order of the sets (model order).
+    """
+
+    def __init__(self, engine: Any, sink: ProblemSink, camera_names: Sequence[str] = CAMERA_NAMES) -> None:
+        self.engine = engine
+        self.sink = sink
+        self.camera_names = tuple(camera_names)
+        self.last_stamp: float | None = None
+        self._dropped_at_last_frame = 0
+
+    def max_gap_s(self) -> float:
+        """Largest forward stamp gap (s) the engine's temporal fusion bridges (else it resets)."""
+        temporal = getattr(self.engine, "temporal", None)
+        return float(getattr(temporal, "max_gap_s", 1.5))
+
+    def process(self, rig: CameraRig, msgs: Sequence[Any], limits: OutputLimits,
+                ego_pose: EgoPoseLookup | None = None, degraded: bool = False, dropped_sets: int = 0) -> SetResult:
+        """Decode, assemble, check time, detect and filter one set.
+
+        Args:
+            rig: the calibrated cameras.
+            msgs: one image message per camera in ``camera_names`` order; ``None`` for a camera
+                missing from a degraded set.
+            limits: output score threshold and count.
+            ego_pose: the ego pose source, ``None`` for none (every frame starts a new sequence).
+            degraded: black images may stand in for missing cameras (``allow_missing_cameras``).
+            dropped_sets: sets the caller dropped so far (for the forward-gap message).
+        """
+        t0 = time.perf_counter()
+        self.sink.count("sets_processed")
+        present = [m for m in msgs if m is not None]
+        front = msgs[0] if msgs and msgs[0] is not None else (present[0] if present else None)
+        result = SetResult(stamp_ns=stamp_ns(front.header.stamp) if front is not None else 0)
+        try:
+            images, stamps = {}, {}
+            for cam, msg in zip(self.camera_names, msgs):
+                if msg is not None:
+                    images[cam] = decode_image_msg(msg, cam)
+                    stamps[cam] = stamp_seconds(msg.header.stamp)
+            ego = self._ego_pose(ego_pose, result.stamp_ns) if front is not None else None
+            frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=degraded,
+                                 stamp_camera=self.camera_names[0])
+        except FrameAssemblyError as exc:
+            self.sink.count("bad_frames")
+            source = exc.camera if exc.camera in self.camera_names else PIPELINE
+            self.sink.problem(Problem(source, exc.kind, f"{exc}; frame skipped"))
+            result.skipped = exc.kind
+            return result
+        if degraded:
+            self.sink.count("degraded_frames")
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        if not self._check_time(frame.stamp, dropped_sets):
+            result.skipped = "duplicate_stamp"
+            return result
+        try:
+            det = filter_detections(self.engine.detect(frame), limits)
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+            self.sink.problem(Problem(
+                PIPELINE, "engine", f"engine failed on the frame at {frame.stamp:.3f} s: {type(exc).__name__}: "
+                f"{exc}; frame skipped", log_key=f"engine:{type(exc).__name__}", detail=traceback.format_exc()))
+            result.skipped = "engine"
+            return result
+        self.last_stamp = frame.stamp
+        self._dropped_at_last_frame = dropped_sets
+        timing = getattr(self.engine, "last_timing", None)
+        result.detections = det
+        result.stages_ms = {
+            "preprocess": decode_ms + float(getattr(timing, "preprocess_ms", 0.0)),
+            "inference": float(getattr(timing, "inference_ms", 0.0)),
+            "postprocess": float(getattr(timing, "postprocess_ms", 0.0)),
+        }
+        return result
+
+    def _ego_pose(self, source: EgoPoseLookup | None, ns: int) -> NDArray[np.float64] | None:
+        """The validated ego pose at ``ns``, or ``None`` (none configured, none found, or invalid)."""
+        if source is None:
+            return None
+        pose = source.lookup(ns)
+        if pose is None:
+            self.sink.count("no_ego_pose")
+            self.sink.problem(Problem(
+                PIPELINE, "no_ego_pose", f"no ego pose from {source.source} of a frame: temporal fusion is off "
+                "for such frames (set ego_pose_source:=none to silence)", level="warning", held=False))
+            return None
+        try:
+            return validate_pose(pose)
+        except FrameAssemblyError as exc:
+            self.sink.problem(Problem(PIPELINE, exc.kind, str(exc), level="warning"))
+            return None
+
+    def _check_time(self, stamp: float, dropped_sets: int) -> bool:
+        """Reset the temporal state on a jump back or a long gap; False for a repeated set stamp."""
+        last = self.last_stamp
+        if last is None:
+            return True
+        if stamp < last:
+            self.engine.reset()
+            self.sink.count("time_backwards")
+            self.sink.count("temporal_resets")
+            self.sink.problem(Problem(
+                PIPELINE, "time_backwards", f"time jumped backwards by {last - stamp:.3f} s ({last:.3f} -> "
+                f"{stamp:.3f}; bag loop or clock reset?): temporal state reset", level="warning",
+                magnitude=last - stamp))
+        elif stamp - last > self.max_gap_s():
+            self._forward_gap(last, stamp, dropped_sets)
+        elif stamp == last:
+            self.sink.count("duplicate_stamp")
+            self.sink.problem(Problem(PIPELINE, "duplicate_stamp", f"a second camera set with stamp {stamp:.6f} s "
+                                      "was skipped", level="warning"))
+            return False
+        return True
+
+    def _forward_gap(self, last: float, stamp: float, dropped_sets: int) -> None:
+        """A forward gap the temporal fusion does not bridge: reset it, count, say why it happened."""
+        self.engine.reset()
+        self.sink.count("time_gap")
+        self.sink.count("temporal_resets")
+        skipped = dropped_sets - self._dropped_at_last_frame
+        why = (f"{skipped} camera sets were dropped meanwhile because the node is slower than the cameras "
+               "(newest set wins)" if skipped > 0 else "no camera sets in between: a stall, lost images or a "
+               "paused bag")
+        self.sink.problem(Problem(
+            PIPELINE, "time_gap", f"time jumped forward by {stamp - last:.3f} s ({last:.3f} -> {stamp:.3f}), more "
+            f"than the temporal fusion's {self.max_gap_s():g} s: temporal state reset; {why}", level="warning",
+            magnitude=stamp - last))
