@@ -1,8 +1,11 @@
 """Model size on disk: fp32 safetensors file of the same config, packed low-bit file, ratio.
 
 --model may be a packed file (reported as is), a fake-quant QAT checkpoint (packed to a
-temporary file first), or a full-precision file (fp32 size only). Sizes in MB = 10^6 bytes;
-the sidecar JSON is reported separately.
+temporary file first), or a full-precision file (fp32 size only). Both sizes are safetensors
+files as ``checkpoint.save_weights`` writes them (the fp32 one built from the same config: the
+teacher's file when the student shares its config), sidecar JSON not counted for either and
+reported separately; MB = 10^6 bytes, bytes printed too; the ratio with 3 decimals, so 7.799 does
+not read as 7.80.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2))
         return 0
     print(f"{path} ({rep['source']}, {rep.get('precision')})")
-    print(f"  fp32 safetensors : {rep['fp32_mb']:9.3f} MB")
+    print(f"  fp32 safetensors : {rep['fp32_mb']:9.3f} MB ({rep['fp32_bytes']:,} bytes)")
     if rep.get("packed_bytes"):
-        print(f"  packed on disk   : {rep['packed_mb']:9.3f} MB (+ {rep['sidecar_bytes'] / 1e3:.1f} kB sidecar JSON)")
-        print(f"  ratio            : {rep['ratio']:9.2f}x")
+        print(f"  packed on disk   : {rep['packed_mb']:9.3f} MB ({rep['packed_bytes']:,} bytes; "
+              f"+ {rep['sidecar_bytes'] / 1e3:.1f} kB sidecar JSON, not counted)")
+        print(f"  ratio            : {rep['ratio']:9.3f}x")
         print("  weights by width : " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep["params_by_bits"].items())))
     return 0

@@ -35,7 +35,7 @@ Layouts (sidecar ``pack_layout``, same ``format``): **2** (written since 2026-12
 above. **1** (files without ``pack_layout``) differs only in ``act`` = float32 ``(A, 2)`` rows
 ``[step, zero_point]`` (no ``act_zp``) and ``ints`` always int64; it still loads, to the same
 model bit for bit. Layout 2 drops only redundant bytes (zero points are integers, the counters fit
-32 bits): the nano default shrank by 245 bytes and unpacks to the identical state dict. A file
+32 bits): the nano default shrank by 244 bytes and unpacks to the identical state dict. A file
 with a newer layout is refused with a ``CheckpointError`` that says so.
 
 Quantizer bookkeeping (``.wq.*`` / ``.aq.*`` / output quantizers' ``.oq.*`` of the state dict) is

@@ -35,11 +35,14 @@ def test_pack_unpack_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert rep["outputs_equal"] and rep["ratio"] > 4 and rep["packed_bytes"] == packed.stat().st_size
     side = json.loads(packed.with_suffix(".json").read_text())
     assert side["format"] == "qdbev-packed-v1" and side["command"] == "qdbev qat ..." and side["precision"] == "w4a6"
+    assert side["pack_layout"] == 2
 
     assert qdbev_main(["size", "--model", str(packed), "--json"]) == 0
     size = json.loads(capsys.readouterr().out)
     assert size["packed_bytes"] == packed.stat().st_size and size["fp32_bytes"] == pytest.approx(fp_path.stat().st_size, rel=0.01)
     assert size["ratio"] == pytest.approx(size["fp32_bytes"] / size["packed_bytes"])
+    assert qdbev_main(["size", "--model", str(packed)]) == 0
+    assert f"({packed.stat().st_size:,} bytes;" in capsys.readouterr().out
     assert qdbev_main(["size", "--model", str(fp_path)]) == 0
     assert "fp32 safetensors" in capsys.readouterr().out
 

@@ -32,7 +32,7 @@ from qdbev_core.quant import (
     set_quant_enabled,
     unpack_model,
 )
-from qdbev_core.quant.pack import _nibble_pack, _nibble_unpack
+from qdbev_core.quant.pack import PACK_LAYOUT, _exact_fp16_or_fp32, _narrowest_int, _nibble_pack, _nibble_unpack
 from qdbev_core.types import CAMERA_NAMES
 
 torch.set_num_threads(1)
@@ -342,6 +342,81 @@ def test_pack_unpack_reproduces_the_fake_quant_model_exactly(w4a6, fp_model, tmp
     assert state["w4"].numel() == (n4 + 1) // 2  # two 4-bit weights per byte
     assert state["w8"].numel() == rep["params_by_bits"]["w8"]
     assert rep["ratio"] > (7.8 if float_dtype == "float16" else 7.5)
+    # layout 2: one float32 step per activation quantizer, integer zero points in float16, narrow ints
+    assert side["pack_layout"] == PACK_LAYOUT == 2
+    assert state["act"].dim() == 1 and state["act_zp"].dtype == torch.float16 and state["act_zp"].shape == state["act"].shape
+    assert state["ints"].dtype in (torch.int8, torch.int16, torch.int32)
+
+
+def _state_bits(m: nn.Module) -> dict[str, bytes]:
+    """Every state-dict tensor as raw bytes (``torch.equal`` calls -0.0 and 0.0 equal; this does not)."""
+    return {k: (str(v.dtype), tuple(v.shape), v.detach().contiguous().numpy().tobytes()) for k, v in m.state_dict().items()}
+
+
+def _rewrite_as_layout_1(path, out):
+    """What ``pack_model`` wrote before layout 2 (no ``pack_layout``; ``act`` = float32 (A, 2)
+    ``[step, zero_point]`` rows; ``ints`` int64), from a layout-2 file."""
+    state, side = load_weights(path)
+    state["act"] = torch.stack([state["act"], state.pop("act_zp").float()], dim=1)
+    state["ints"] = state["ints"].to(torch.int64)
+    meta = {k: v for k, v in side.items() if k not in ("pack_layout", "sha256", "file", "num_tensors", "num_parameters")}
+    return save_weights(state, out, meta)
+
+
+def test_layout_1_files_still_load_bit_for_bit_and_layout_2_keeps_negative_zero_points(w4a6, fp_model, tmp_path):
+    q = copy.deepcopy(w4a6)
+    zps = [m.aq.zero_point for _, m in quant_modules(q) if m.aq is not None and m.aq.is_enabled]
+    with torch.no_grad():
+        zps[0].fill_(-0.0)  # round(-lo / s) with lo = 0 gives -0.0: the bundled default has 17 of them
+        zps[1].fill_(-0.3)  # a learned zero point: stored as round(z) = -0.0
+        zps[2].fill_(37.6)
+    new = tmp_path / "layout2.safetensors"
+    side = pack_model(q, new)
+    state, _ = load_weights(new)
+    assert side["pack_layout"] == 2 and int(torch.signbit(state["act_zp"]).sum()) >= 2
+    old = tmp_path / "layout1.safetensors"
+    side1 = _rewrite_as_layout_1(new, old)
+    assert "pack_layout" not in side1 and old.stat().st_size > new.stat().st_size
+    u1, u2 = unpack_model(old, expected_sha256=side1["sha256"]), unpack_model(new)
+    assert _state_bits(u1) == _state_bits(u2)
+    got = [m.aq.zero_point for _, m in quant_modules(u2) if m.aq is not None and m.aq.is_enabled]
+    assert torch.signbit(got[0]) and torch.signbit(got[1]) and float(got[2].detach()) == 38.0
+    x = rig_inputs(fp_model.cfg, seed=7)
+    with torch.no_grad():
+        a, b, c = q.eval()(*x), u1(*x), u2(*x)
+    for k in ("bev", "cls_logits", "boxes"):
+        assert torch.equal(a[k], b[k]) and torch.equal(b[k], c[k]), k
+    # re-packing the layout-1 file's model writes the layout-2 file byte for byte
+    again = tmp_path / "again.safetensors"
+    pack_model(u1, again, {"note": "test"})
+    assert load_weights(again)[0].keys() == state.keys()
+    assert all(torch.equal(load_weights(again)[0][k].view(torch.uint8), state[k].view(torch.uint8)) for k in state)
+
+
+def test_layout_errors_are_clear(w4a6, tmp_path):
+    path = tmp_path / "nano.safetensors"
+    pack_model(copy.deepcopy(w4a6), path)
+    side_path = path.with_suffix(".json")
+    side = json.loads(side_path.read_text())
+    side_path.write_text(json.dumps(dict(side, pack_layout=3)))
+    with pytest.raises(CheckpointError, match="packed layout 3 is newer than this qdbev reads"):
+        unpack_model(path)
+    side_path.write_text(json.dumps({k: v for k, v in side.items() if k != "pack_layout"}))  # claims layout 1
+    with pytest.raises(CheckpointError, match="not layout 1"):
+        unpack_model(path)
+
+
+def test_exact_storage_helpers():
+    zp = torch.tensor([-0.0, 0.0, 31.0, -2048.0, 2048.0])
+    h = _exact_fp16_or_fp32(zp)
+    assert h.dtype == torch.float16 and torch.equal(torch.signbit(h.float()), torch.signbit(zp))
+    for odd in (4097.0, 0.1, float("nan")):  # not exact in float16 -> float32, bit for bit
+        v = torch.cat([zp, torch.tensor([odd])])
+        assert _exact_fp16_or_fp32(v).dtype == torch.float32
+    for vals, dt in (([0, 127, -128], torch.int8), ([66000, 33000], torch.int32), ([0, 2**40], torch.int64),
+                     ([300], torch.int16)):
+        t = _narrowest_int(torch.tensor(vals, dtype=torch.int64))
+        assert t.dtype == dt and torch.equal(t.to(torch.int64), torch.tensor(vals))
 
 
 def test_packed_file_of_the_inputs_only_recipe_still_unpacks(fp_model, batches, tmp_path):
