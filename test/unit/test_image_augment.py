@@ -80,7 +80,7 @@ def rendered():
     """One SynthScenes key frame: six rendered cameras with object-id buffers and the GT boxes."""
     from qdbev_core.data.synth import SynthConfig
     from qdbev_core.data.synth.render import Renderer
-    from qdbev_core.data.synth.world import build_world
+    from qdbev_core.data.synth.build import build_world
     from qdbev_core.geometry import invert_transform
 
     cfg = SynthConfig(out=Path("/nonexistent"), scenes=2, samples=2, image_scale=0.15, seed=7)

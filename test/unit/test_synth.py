@@ -41,7 +41,7 @@ def fixture_cfg(synth_dataroot: Path):
 @pytest.fixture(scope="module")
 def worlds(fixture_cfg):
     """The generator's own worlds (true object states) of the fixture's scenes, by scene name."""
-    from qdbev_core.data.synth.world import build_world
+    from qdbev_core.data.synth.build import build_world
 
     return {w.name: w for w in (build_world(fixture_cfg, i) for i in range(fixture_cfg.scenes))}
 
@@ -130,7 +130,7 @@ def test_tables_links_and_sensors(nusc, synth_dataroot: Path, fixture_cfg) -> No
 
 def test_no_overlaps_and_density(nusc) -> None:
     from qdbev_core.data.synth.config import EGO_FOOTPRINT
-    from qdbev_core.data.synth.world import rects_overlap
+    from qdbev_core.data.synth.placement import rects_overlap
     from qdbev_core.geometry import quat_to_yaw
 
     counts = []
@@ -259,7 +259,8 @@ def test_occluded_object_has_low_visibility_and_fewer_points(tmp_path: Path) -> 
     from qdbev_core.data.synth.generate import render_and_scan
     from qdbev_core.data.synth.lidar import Lidar
     from qdbev_core.data.synth.render import Renderer
-    from qdbev_core.data.synth.world import EgoTrajectory, SynthObject, build_world
+    from qdbev_core.data.synth.build import build_world
+    from qdbev_core.data.synth.world import EgoTrajectory, SynthObject
 
     cfg = _cfg(tmp_path, **dict(TINY, samples=1))
     world = build_world(cfg, 0)

@@ -92,7 +92,7 @@ def test_style_resolution_and_errors(tmp_path: Path) -> None:
     st = resolve_style(str(f))
     assert st.name == "mine" and st.noise_std == (4.0, 6.0)
     # a mixed style leaves some scenes in the default look (the same worlds as unstyled)
-    from qdbev_core.data.synth.world import build_world
+    from qdbev_core.data.synth.build import build_world
 
     looks = [build_world(SynthConfig(out=tmp_path, scenes=6, samples=1, seed=1, style="random-mix"), i).look
              for i in range(6)]
@@ -110,7 +110,7 @@ def test_each_style_renders_all_classes_where_boxes_project(style: str) -> None:
     from qdbev_core.data.synth import SynthConfig
     from qdbev_core.data.synth.generate import sensor_noise_seed
     from qdbev_core.data.synth.render import Renderer
-    from qdbev_core.data.synth.world import build_world
+    from qdbev_core.data.synth.build import build_world
     from qdbev_core.geometry import box_corners, project_points
 
     cfg = SynthConfig(out=Path("/nonexistent"), scenes=2, samples=4, image_scale=0.12, seed=7, style=style,
@@ -153,7 +153,7 @@ def test_each_style_renders_all_classes_where_boxes_project(style: str) -> None:
 
 def test_random_style_colours_do_not_name_the_class() -> None:
     from qdbev_core.data.synth import SynthConfig
-    from qdbev_core.data.synth.world import build_world
+    from qdbev_core.data.synth.build import build_world
 
     hues: dict[str, list[float]] = {}
     for style in ("default", "random"):

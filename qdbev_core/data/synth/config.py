@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ...types import CAMERA_NAMES
+from .style import resolve_style
 
 GENERATOR_VERSION = "synthscenes-1.0"
 """Bumped whenever the same config would produce different bytes."""
@@ -108,8 +109,6 @@ class SynthConfig:
     style: Any = None
 
     def __post_init__(self) -> None:
-        from .style import resolve_style
-
         self.out = Path(self.out)
         self.style = resolve_style(self.style)
         if self.scenes < 1:

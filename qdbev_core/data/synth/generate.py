@@ -16,11 +16,12 @@ import numpy as np
 
 from ...classes import CLASS_NAMES, EVAL_RANGE_M
 from ...types import CAMERA_NAMES
+from .build import build_world
 from .config import GENERATOR_VERSION, SynthConfig, scene_name
 from .lidar import Lidar
 from .render import Renderer
 from .tables import LIDAR, TABLE_NAMES, sample_filename, scene_tables, static_tables, visibility_level, write_map, write_tables
-from .world import World, build_world
+from .world import World
 
 SPLIT_NAMES = ("synth_train", "synth_val")
 _VEHICLES = {"car", "truck", "bus", "trailer", "construction_vehicle", "motorcycle"}

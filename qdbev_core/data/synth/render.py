@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from ...geometry import invert_transform
 from ...types import CAMERA_NAMES
 from ..rig import NUSCENES_RIG, scaled_intrinsics
+from .style import image_look
 from .world import LANE_W, SynthObject, World
 
 NEAR = 0.05
@@ -474,8 +475,6 @@ class Renderer:
 
     def _styled_camera(self, img: NDArray[np.float64], cam_name: str, noise_seed) -> NDArray[np.float32]:
         """Camera response of a styled world: exposure, white balance, gamma, blur, noise."""
-        from .style import image_look
-
         seed = list(noise_seed) if noise_seed is not None else [CAMERA_NAMES.index(cam_name)]
         look, rng = image_look(self.look.style, seed)
         gains = look.exposure * np.array([1.0 + look.warmth, 1.0, 1.0 - look.warmth])

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from .palette import CAR_COLORS, CLOTH_COLORS, TRUCK_CAB_COLORS, jitter
+
 Range = tuple[float, float]
 
 OBJECT_COLOR_MODES = ("class", "random", "swapped")
@@ -229,11 +231,6 @@ def _hsv_color(rng: np.random.Generator, sat: Range, val: Range) -> tuple[float,
     return (255.0 * r, 255.0 * g, 255.0 * b)
 
 
-def _jitter(rng: np.random.Generator, c, amount: float = 10.0) -> tuple[float, float, float]:
-    v = np.clip(np.asarray(c, dtype=np.float64) + rng.uniform(-amount, amount, 3), 0, 255)
-    return (float(v[0]), float(v[1]), float(v[2]))
-
-
 # ------------------------------------------------------------------------------------------------
 # Applying a style to a world
 # ------------------------------------------------------------------------------------------------
@@ -265,8 +262,6 @@ class ImageLook:
 
 
 def _class_palettes() -> dict[str, NDArray[np.float64]]:
-    from .world import CAR_COLORS, CLOTH_COLORS, TRUCK_CAB_COLORS
-
     return {
         "car": CAR_COLORS, "truck": TRUCK_CAB_COLORS, "bus": np.array([(232.0, 192, 28)]),
         "trailer": np.array([(190.0, 192, 196)]), "construction_vehicle": np.array([(246.0, 138, 12)]),
@@ -287,7 +282,7 @@ def _object_style(rng: np.random.Generator, style: SynthStyle, cls: str, old: di
     elif style.object_colors == "swapped":
         pal = _class_palettes()[SWAP_SOURCE[cls]]
         for slot in COLOR_SLOTS:
-            out[slot] = _jitter(rng, pal[rng.integers(len(pal))], 12.0)
+            out[slot] = jitter(rng, pal[rng.integers(len(pal))], 12.0)
     hue = _uniform(rng, (-style.object_hue_jitter_deg, style.object_hue_jitter_deg))
     out["look"] = {
         "matrix": hue_saturation_matrix(hue) if hue else None,
