@@ -2,8 +2,9 @@
 
 Inner workings (the Autoware camera-BEV node pattern, docs/DESIGN.md §5):
 
-1. Parameters are declared with descriptions and ranges (``config/qdbev.yaml``); bad values stop
-   the node with one clear FATAL line (an integer literal for a float parameter is taken as the
+1. Parameters are declared from ``qdbev_core.runtime.node_parameters`` (one list: type,
+   default, range or choices, description, whether it can change at run time; values in
+   ``config/qdbev.yaml``); bad values stop the node with one clear FATAL line (an integer literal for a float parameter is taken as the
    float). ``LIVE_PARAMETERS`` can change at run time (``ros2 param set``) and take effect with
    the next message; every other parameter is declared read-only, so ``SetParameters`` refuses
    it with a reason instead of accepting a value that would be ignored (docs/NODE.md).
@@ -42,7 +43,6 @@ Run: ``ros2 run qdbev qdbev_node --ros-args --params-file config/qdbev.yaml`` or
 
 from __future__ import annotations
 
-import re
 import signal
 import sys
 import threading
@@ -93,6 +93,7 @@ from visualization_msgs.msg import MarkerArray
 
 from qdbev_core.runtime.calibration import CameraCalibration, CameraRig, load_extrinsics_yaml, validate_intrinsics
 from qdbev_core.runtime.errors import FrameAssemblyError
+from qdbev_core.runtime.node_parameters import LIVE_PARAMETERS, NODE_PARAMETERS, PARAMETER_NAMES, NodeParameter
 from qdbev_core.runtime.processor import (
     CameraSetProcessor,
     EgoPoseLookup,
@@ -104,7 +105,7 @@ from qdbev_core.runtime.processor import (
 from qdbev_core.runtime.transforms import PoseHistory, StaticTransformTree
 from qdbev_core.types import CAMERA_NAMES, Detections
 
-from .autoware import OBSTACLE_LABELS, detections_to_objects
+from .autoware import detections_to_objects
 from .conversions import detections_to_markers, detections_to_msg, stamp_to_seconds, velocities_to_msg
 from .diagnostics import PIPELINE, DiagnosticsState
 from .log_limit import LogLimiter
@@ -147,71 +148,15 @@ def resolve_config_path(value: str) -> Path:
     return next((c for c in candidates if c.is_file()), p)
 
 
-# (name, default, description, extra descriptor fields)
-_PARAMS: list[tuple[str, Any, str, dict]] = [
-    ("model", "", "Model: a name in models/manifest.yaml or a path to a .safetensors file (with its .json "
-     "sidecar).", {}),
-    ("backend", "torch", "Inference backend: torch | onnxruntime | tensorrt (as qdbev_core.engine.load_engine "
-     "supports).", {}),
-    ("device", "cpu", "Device of the torch / tensorrt backend: cpu | cuda | cuda:<index>.", {}),
-    ("score_threshold", 0.05, "Detections scoring below this are not published [0, 1].",
-     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
-    ("max_detections", 300, "At most this many detections per frame (top-k over queries x classes).",
-     {"integer_range": [IntegerRange(from_value=1, to_value=10000, step=0)]}),
-    ("camera_namespace", "/cameras", "Prefix of the default topics <ns>/<CAMERA>/image_raw[/compressed] and "
-     "<ns>/<CAMERA>/camera_info.", {}),
-    ("image_topics", [""] * 6, "Six image topics in CAM_FRONT, CAM_FRONT_RIGHT, CAM_FRONT_LEFT, CAM_BACK, "
-     "CAM_BACK_LEFT, CAM_BACK_RIGHT order; an empty string uses the camera_namespace default.", {}),
-    ("camera_info_topics", [""] * 6, "Six CameraInfo topics in the same order; empty = <ns>/<CAMERA>/camera_info.", {}),
-    ("image_transport", "raw", "raw: sensor_msgs/Image (rgb8, bgr8) | compressed: sensor_msgs/CompressedImage "
-     "(JPEG, PNG).", {}),
-    ("image_qos_depth", 5, "History depth of the sensor-data (best effort) image subscriptions.",
-     {"integer_range": [IntegerRange(from_value=1, to_value=100, step=0)]}),
-    ("slop", 0.06, "Approximate-time sync: largest stamp span of one camera set, seconds. 0.06 > the ~42 ms span "
-     "of a nuScenes set and < one 12 Hz period (83 ms), so a set never takes two frames of one camera.",
-     {"floating_point_range": [FloatingPointRange(from_value=0.001, to_value=1.0, step=0.0)]}),
-    ("queue_size", 10, "Approximate-time sync: messages queued per camera.",
-     {"integer_range": [IntegerRange(from_value=1, to_value=100, step=0)]}),
-    ("frame_id", "base_link", "Frame of the detections and the frame the camera extrinsics map into.", {}),
-    ("calibration_source", "tf", "Where camera -> frame_id extrinsics come from: tf (TF static, looked up by each "
-     "CameraInfo's header.frame_id) | file (calibration_file).", {}),
-    ("calibration_file", "calibration_nuscenes.yaml", "Calibration YAML for calibration_source=file (absolute, "
-     "relative to the working directory, or a file name in the package's config/).", {}),
-    ("ego_pose_source", "tf", "Ego motion for the temporal BEV: tf (odom_frame -> frame_id on /tf) | odometry "
-     "(nav_msgs/Odometry on odometry_topic) | none (every frame starts a new sequence).", {}),
-    ("odom_frame", "odom", "Fixed frame of the ego pose (ego_pose_source=tf).", {}),
-    ("odometry_topic", "/odom", "nav_msgs/Odometry topic (ego_pose_source=odometry).", {}),
-    ("ego_pose_tolerance_s", 0.1, "Use the ego pose nearest to the frame stamp if within this many seconds.",
-     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)]}),
-    ("camera_timeout_s", 1.0, "A camera without images for this long is reported ERROR (and, unless "
-     "allow_missing_cameras, no detections are published).",
-     {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=3600.0, step=0.0)]}),
-    ("allow_missing_cameras", False, "Keep detecting while some cameras are stale (a black image stands in for "
-     "each); off = no output rather than degraded output.", {}),
-    ("publish_markers", True, "Publish ~/markers (visualization_msgs/MarkerArray) for RViz.", {}),
-    ("publish_autoware_objects", False, "Also publish ~/objects (autoware_perception_msgs/DetectedObjects) for "
-     "Autoware's perception stack (docs/NODE.md, Autoware output).", {}),
-    ("autoware_obstacle_label", "UNKNOWN", "Autoware label of barrier and traffic_cone on ~/objects: UNKNOWN "
-     "(every Autoware version; planned around as an obstacle) | HAZARD (autoware_perception_msgs >= 1.7.0).", {}),
-    ("marker_score_threshold", 0.3, "Only detections scoring at least this get markers [0, 1].",
-     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
-    ("diagnostics_period_s", 1.0, "Period of /diagnostics, seconds.",
-     {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)]}),
-    ("error_hold_s", 5.0, "A bad input keeps its diagnostics status non-OK for this long, seconds.",
-     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0)]}),
-]
-PARAMETER_NAMES = tuple(p[0] for p in _PARAMS)
-
-LIVE_PARAMETERS = frozenset({
-    "score_threshold", "max_detections", "marker_score_threshold", "allow_missing_cameras", "camera_timeout_s",
-    "error_hold_s", "ego_pose_tolerance_s", "slop", "queue_size",
-})
-"""Parameters that ``SetParameters`` may change while the node runs (applied to the next message).
-All others are declared read-only: they shape subscriptions, publishers, the engine or the
-calibration, which are built once at startup."""
-
-DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
-"""Accepted values of the ``device`` parameter (full match)."""
+def _descriptor(spec: NodeParameter, text: str) -> ParameterDescriptor:
+    """The rclpy descriptor of a ``NodeParameter``: description, read-only flag and range."""
+    extra: dict[str, Any] = {}
+    if spec.low is not None and spec.type_name == "double":
+        extra["floating_point_range"] = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high),
+                                                            step=0.0)]
+    elif spec.low is not None and spec.type_name == "integer":
+        extra["integer_range"] = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)]
+    return ParameterDescriptor(description=text, read_only=not spec.live, **extra)
 
 
 class QdbevNode(Node):
@@ -312,28 +257,21 @@ class QdbevNode(Node):
     # ---- parameters ------------------------------------------------------------------------------
 
     def _declare_parameters(self) -> dict[str, Any]:
+        """Declare ``NODE_PARAMETERS`` (descriptions, ranges, read-only unless live) and check them."""
         p: dict[str, Any] = {}
-        for name, default, text, extra in _PARAMS:
-            live = name in LIVE_PARAMETERS
-            text += (" Changeable at run time." if live
-                     else " Read-only at run time: set it at startup (params file / -p) and restart to change it.")
-            self._coerce_override(name, default)
+        for spec in NODE_PARAMETERS:
+            text = spec.description + (" Changeable at run time." if spec.live else
+                                       " Read-only at run time: set it at startup (params file / -p) and restart "
+                                       "to change it.")
+            self._coerce_override(spec.name, spec.default)
             try:
-                p[name] = self.declare_parameter(
-                    name, default, ParameterDescriptor(description=text, read_only=not live, **extra)).value
+                p[spec.name] = self.declare_parameter(spec.name, spec.default, _descriptor(spec, text)).value
             except Exception as exc:  # noqa: BLE001 - rclpy raises several parameter exception types
-                raise NodeStartupError(f"parameter {name!r}: {exc}") from exc
-
-        def choice(name: str, options: Sequence[str]) -> None:
-            if p[name] not in options:
-                raise NodeStartupError(f"parameter {name!r} is {p[name]!r}; use one of {', '.join(options)}")
-
-        choice("image_transport", ("raw", "compressed"))
-        if not re.fullmatch(DEVICE_PATTERN, p["device"]):
-            raise NodeStartupError(f"parameter 'device' is {p['device']!r}; use cpu, cuda or cuda:<index>")
-        choice("calibration_source", ("tf", "file"))
-        choice("ego_pose_source", ("tf", "odometry", "none"))
-        choice("autoware_obstacle_label", OBSTACLE_LABELS)
+                raise NodeStartupError(f"parameter {spec.name!r}: {exc}") from exc
+        for spec in NODE_PARAMETERS:
+            problem = spec.problem(p[spec.name])
+            if problem:
+                raise NodeStartupError(problem)
         if not p["model"]:
             raise NodeStartupError("parameter 'model' is empty: set it to a name in models/manifest.yaml or a "
                                    ".safetensors path (e.g. --ros-args -p model:=models/nano-fp32-yaw.safetensors)")

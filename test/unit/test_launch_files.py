@@ -67,10 +67,9 @@ def _launch_config_names(node: ast.AST) -> set[str]:
 
 @pytest.fixture(scope="module")
 def node_params() -> dict[str, object]:
-    pytest.importorskip("rclpy", reason="qdbev_ros.node needs rclpy to be imported")
-    from qdbev_ros.node import _PARAMS
+    from qdbev_core.runtime.node_parameters import defaults
 
-    return {name: default for name, default, _, _ in _PARAMS}
+    return defaults()
 
 
 def test_launch_files_parse_with_launch_ros_where_available() -> None:

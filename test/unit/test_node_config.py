@@ -122,6 +122,7 @@ def test_cuda_devices_are_accepted(make_node) -> None:
 def test_live_parameters_apply_and_the_rest_are_refused(make_node) -> None:
     from rclpy.parameter import Parameter
 
+    from qdbev_core.runtime.node_parameters import NODE_PARAMETERS
     from qdbev_ros.node import LIVE_PARAMETERS, PARAMETER_NAMES
 
     node = make_node()
@@ -145,10 +146,15 @@ def test_live_parameters_apply_and_the_rest_are_refused(make_node) -> None:
         (res,) = node.set_parameters([Parameter(name, value=new)])
         assert not res.successful and name in res.reason, (name, res.reason)
         assert node.get_parameter(name).value == value and node.p[name] == value
-    for name in PARAMETER_NAMES:
+    for spec in NODE_PARAMETERS:  # declared from the one list: description, read-only flag, range
+        name = spec.name
         desc = node.describe_parameter(name)
         assert desc.read_only == (name not in LIVE_PARAMETERS), name
         assert ("Changeable at run time" in desc.description) == (name in LIVE_PARAMETERS), name
+        assert desc.description.startswith(spec.description), name
+        ranges = [(r.from_value, r.to_value) for r in (*desc.floating_point_range, *desc.integer_range)]
+        assert ranges == ([] if spec.low is None else [(spec.low, spec.high)]), name
+    assert set(PARAMETER_NAMES) == {p.name for p in NODE_PARAMETERS} == set(node.p)
 
 
 # ---- defect 5: calibration YAML ---------------------------------------------------------------------------
@@ -265,12 +271,3 @@ def test_second_time_jump_is_logged_and_forward_gap_reported(make_node, capfd) -
     assert node.engine.resets == 3
 
 
-def test_docs_parameter_table_says_which_parameters_change_at_run_time() -> None:
-    import re
-
-    from qdbev_ros.node import LIVE_PARAMETERS, PARAMETER_NAMES
-
-    rows = re.findall(r"^\| `(\w+)` \| `[^|]*` \| (yes|no \(read-only\)) \|", (REPO / "docs" / "NODE.md").read_text(),
-                      flags=re.M)
-    assert [name for name, _ in rows] == list(PARAMETER_NAMES)
-    assert {name for name, live in rows if live == "yes"} == set(LIVE_PARAMETERS)
