@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,251 +119,350 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.update({k: v for k, v in ros_env(args.domain_id).items() if k.startswith(("ROS_", "FASTDDS"))})
+@dataclass
+class NodeProcess:
+    """``qdbev_node`` in its own process, its output collected by a reader thread."""
 
-    import numpy as np
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-    from std_msgs.msg import Float64
-    from tf2_msgs.msg import TFMessage
-    from vision_msgs.msg import Detection3DArray
+    proc: subprocess.Popen
+    log: list[str]
+    reader: threading.Thread
 
-    from qdbev_core.data.rig import rig_arrays
-    from qdbev_core.types import CAMERA_NAMES
-    from qdbev_ros.conversions import make_header
-    from qdbev_ros.ros_io import (make_camera_info, matrix_to_transform_stamped, rgb_to_compressed_msg,
-                                  rgb_to_image_msg)
+    @classmethod
+    def start(cls, args: argparse.Namespace, model: str) -> "NodeProcess":
+        exe = Path(sys.executable).parent / "qdbev_node"
+        cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "qdbev_ros.node"]
+        cmd += ["--ros-args", "--params-file", str(REPO / "config" / "qdbev.yaml"), "-p", f"model:={model}",
+                "-p", f"backend:={args.backend}", "-p", f"image_transport:={args.transport}"]
+        log(f"starting node: {' '.join(cmd)}")
+        proc = subprocess.Popen(cmd, env=ros_env(args.domain_id), cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: [lines.append(line.rstrip()) for line in proc.stdout], daemon=True)
+        reader.start()
+        return cls(proc, lines, reader)
 
-    tmp = tempfile.TemporaryDirectory(prefix="qdbev_stream_bench_")
-    model = args.model or str(random_model(Path(tmp.name)))
-    width, height = int(round(1600 * args.scale)), int(round(900 * args.scale))
-    ks, ts = rig_arrays(args.scale)
+    def tail(self) -> str:
+        return "\n".join(self.log[-30:])
 
-    exe = Path(sys.executable).parent / "qdbev_node"
-    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "qdbev_ros.node"]
-    cmd += ["--ros-args", "--params-file", str(REPO / "config" / "qdbev.yaml"), "-p", f"model:={model}",
-            "-p", f"backend:={args.backend}", "-p", f"image_transport:={args.transport}"]
-    log(f"starting node: {' '.join(cmd)}")
-    node_proc = subprocess.Popen(cmd, env=ros_env(args.domain_id), cwd=REPO, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
-    node_log: list[str] = []
-    reader = threading.Thread(target=lambda: [node_log.append(line.rstrip()) for line in node_proc.stdout],
-                              daemon=True)
-    reader.start()
+    def check_alive(self, while_doing: str) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"node exited {while_doing}:\n" + self.tail())
 
-    context = Context()
-    rclpy.init(context=context, domain_id=args.domain_id)
-    node = rclpy.create_node("qdbev_stream_bench", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    result: dict = {}
-    try:
+    def stop(self) -> None:
+        """SIGINT, then kill after 20 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.reader.join(timeout=5)
+
+
+class RosSession:
+    """This process's own rclpy context, node and executor."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("qdbev_stream_bench", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=max(0.0, min(0.01, end - time.monotonic())))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+class CameraStream:
+    """Publishers of the six cameras, their CameraInfo and the TF, and one fixed random image per
+    camera (re-stamped for every set). ``scale`` x 1600x900 pixels."""
+
+    def __init__(self, node, transport: str, scale: float) -> None:
+        import numpy as np
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from tf2_msgs.msg import TFMessage
+
+        from qdbev_core.data.rig import rig_arrays
+        from qdbev_core.types import CAMERA_NAMES
+        from qdbev_ros.conversions import make_header
+        from qdbev_ros.ros_io import (make_camera_info, matrix_to_transform_stamped, rgb_to_compressed_msg,
+                                      rgb_to_image_msg)
+
+        # message builders, kept for the per-set calls (imported here: after ros_env is in os.environ)
+        self.cameras = CAMERA_NAMES
+        self._header, self._camera_info, self._tf_msg = make_header, make_camera_info, TFMessage
+        self._transform = matrix_to_transform_stamped
+        self.width, self.height = int(round(1600 * scale)), int(round(900 * scale))
+        self.ks, ts = rig_arrays(scale)
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        img_type = Image if args.transport == "raw" else CompressedImage
-        suffix = "image_raw" if args.transport == "raw" else "image_raw/compressed"
-        img_pubs = {c: node.create_publisher(img_type, f"/cameras/{c}/{suffix}", reliable) for c in CAMERA_NAMES}
-        info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", reliable) for c in CAMERA_NAMES}
+        img_type = Image if transport == "raw" else CompressedImage
+        suffix = "image_raw" if transport == "raw" else "image_raw/compressed"
+        self.img_pubs = {c: node.create_publisher(img_type, f"/cameras/{c}/{suffix}", reliable) for c in CAMERA_NAMES}
+        self.info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", reliable)
+                          for c in CAMERA_NAMES}
         tf_static = node.create_publisher(TFMessage, "/tf_static", latched)
-        tf_pub = node.create_publisher(TFMessage, "/tf", 20)
+        self.tf_pub = node.create_publisher(TFMessage, "/tf", 20)
         tf_static.publish(TFMessage(transforms=[matrix_to_transform_stamped(ts[i], "base_link", c, 0.0)
                                                 for i, c in enumerate(CAMERA_NAMES)]))
         rng = np.random.default_rng(0)
-        bodies = {}
+        self.bodies = {}
         for c in CAMERA_NAMES:
-            rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            rgb = rng.integers(0, 256, (self.height, self.width, 3), dtype=np.uint8)
             rgb[::8] = 0  # some structure so JPEG sizes are realistic, not pure noise
-            bodies[c] = (rgb_to_image_msg(rgb, make_header(0.0, c)) if args.transport == "raw"
-                         else rgb_to_compressed_msg(rgb, make_header(0.0, c), "jpeg", 90))
+            self.bodies[c] = (rgb_to_image_msg(rgb, make_header(0.0, c)) if transport == "raw"
+                              else rgb_to_compressed_msg(rgb, make_header(0.0, c), "jpeg", 90))
 
-        arrivals: list[tuple[float, float]] = []  # (receipt wall time, CAM_FRONT stamp)
-        node_latency: list[tuple[float, float]] = []
-        diag: dict[str, str] = {}
+    def node_subscribed(self) -> bool:
+        return all(p.get_subscription_count() >= 1 for p in self.img_pubs.values())
 
-        def on_det(msg) -> None:
-            arrivals.append((time.time(), msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+    def publish_infos(self, stamp: float) -> None:
+        for i, c in enumerate(self.cameras):
+            self.info_pubs[c].publish(self._camera_info(self.ks[i], self.width, self.height, self._header(stamp, c)))
 
-        def on_diag(msg) -> None:
-            for st in msg.status:
-                if st.name == "qdbev_node: pipeline":
-                    diag.clear()
-                    diag.update({kv.key: kv.value for kv in st.values})
+    def publish_set(self, stamp: float, x_m: float) -> None:
+        """CameraInfo, odom -> base_link at ``x_m`` metres and the six images of the set ``stamp`` (s)."""
+        import numpy as np
 
-        node.create_subscription(Detection3DArray, "/qdbev_node/detections", on_det, 50)
+        self.publish_infos(stamp)
+        pose = np.eye(4)
+        pose[0, 3] = x_m
+        self.tf_pub.publish(self._tf_msg(transforms=[self._transform(pose, "odom", "base_link",
+                                                                     stamp + OFFSETS_S["CAM_FRONT"])]))
+        for c in self.cameras:
+            body = self.bodies[c]
+            body.header = self._header(stamp + OFFSETS_S[c], c)
+            self.img_pubs[c].publish(body)
+
+
+@dataclass
+class NodeOutputs:
+    """What the node publishes, as it arrives (wall-clock receipt times in seconds)."""
+
+    arrivals: list[tuple[float, float]] = field(default_factory=list)
+    """(receipt wall time, CAM_FRONT stamp) of every detection message."""
+    node_latency: list[tuple[float, float]] = field(default_factory=list)
+    """(receipt wall time, ``~/debug/pipeline_latency_ms`` value)."""
+    diag: dict[str, str] = field(default_factory=dict)
+    """The newest ``qdbev_node: pipeline`` diagnostics key/values."""
+
+    def subscribe(self, node) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_msgs.msg import Float64
+        from vision_msgs.msg import Detection3DArray
+
+        node.create_subscription(Detection3DArray, "/qdbev_node/detections", self._on_det, 50)
         node.create_subscription(Float64, "/qdbev_node/debug/pipeline_latency_ms",
-                                 lambda m: node_latency.append((time.time(), m.data)), 50)
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+                                 lambda m: self.node_latency.append((time.time(), m.data)), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
-        def publish_infos(stamp: float) -> None:
-            for i, c in enumerate(CAMERA_NAMES):
-                info_pubs[c].publish(make_camera_info(ks[i], width, height, make_header(stamp, c)))
+    def _on_det(self, msg) -> None:
+        self.arrivals.append((time.time(), msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
 
-        def spin_for(seconds: float) -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=max(0.0, min(0.01, end - time.monotonic())))
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name == "qdbev_node: pipeline":
+                self.diag.clear()
+                self.diag.update({kv.key: kv.value for kv in st.values})
 
-        # startup: CameraInfo until the node subscribes to every image topic (polling, no fixed sleep)
-        end = time.monotonic() + args.startup_timeout
-        while any(p.get_subscription_count() < 1 for p in img_pubs.values()):
-            if node_proc.poll() is not None:
-                raise RuntimeError("node exited during startup:\n" + "\n".join(node_log[-30:]))
-            if time.monotonic() > end:
-                raise RuntimeError(f"node did not subscribe to the images in {args.startup_timeout:g} s:\n"
-                                   + "\n".join(node_log[-30:]))
-            publish_infos(time.time())
-            spin_for(0.2)
-        log(f"node subscribed; streaming {args.rate:g} Hz x 6 {args.transport} {width}x{height} for "
-            f"{args.warmup:g} s warm-up + {args.duration:g} s")
 
-        period = 1.0 / args.rate
-        t0 = time.monotonic()
-        t_measure, t_end = t0 + args.warmup, t0 + args.warmup + args.duration
-        k = 0  # slot index: set k is due at t0 + k / rate
-        published = skipped = skipped_in_window = 0
-        sets_in_window = 0
-        rss: list[tuple[float, float]] = []
-        next_rss = t0
-        window_start_wall = window_end_wall = None
-        timeline: list[dict] = []
-        next_report = t0 + args.report_every
-        reported = {"arrivals": 0, "sets": 0}
+def wait_for_node(args: argparse.Namespace, cams: CameraStream, ros: RosSession, node_proc: NodeProcess) -> None:
+    """Publish CameraInfo until the node subscribes to every image topic (polling, no fixed sleep)."""
+    end = time.monotonic() + args.startup_timeout
+    while not cams.node_subscribed():
+        node_proc.check_alive("during startup")
+        if time.monotonic() > end:
+            raise RuntimeError(f"node did not subscribe to the images in {args.startup_timeout:g} s:\n"
+                               + node_proc.tail())
+        cams.publish_infos(time.time())
+        ros.spin_for(0.2)
 
-        def report(interval_start: float) -> None:
-            """One timeline entry + log line for the sets / detections since the last one."""
-            new = arrivals[reported["arrivals"]:]
-            lat_i = [(a - s) * 1e3 for a, s in new]
-            span = max(time.monotonic() - interval_start, 1e-3)
-            entry = {"t_s": round(time.monotonic() - t0, 1),
-                     "phase": "warmup" if interval_start < t_measure - 1e-6 else "measure",
-                     "sets_published": published - reported["sets"], "detections": len(new),
-                     "output_rate_hz": round(len(new) / span, 2),
-                     "latency_ms_p50": None if not lat_i else round(percentile(lat_i, 50), 1),
-                     "latency_ms_p99": None if not lat_i else round(percentile(lat_i, 99), 1),
-                     "node_rss_mb": None if not rss else round(rss[-1][1], 1),
-                     "node_dropped_sets": diag.get("dropped_sets_newest_wins")}
-            timeline.append(entry)
-            log(f"t={entry['t_s']:6.1f} s ({entry['phase']}): {entry['sets_published']} sets in, "
-                f"{entry['detections']} detections out ({entry['output_rate_hz']:.2f} Hz), latency p50 "
-                f"{entry['latency_ms_p50']} / p99 {entry['latency_ms_p99']} ms, node RSS {entry['node_rss_mb']} MB, "
-                f"newest-wins drops {entry['node_dropped_sets']}")
-            reported.update(arrivals=len(arrivals), sets=published)
 
-        while True:
+@dataclass
+class StreamRun:
+    """Counters of one stream: monotonic times ``t0`` (start), ``t_measure`` / ``t_end`` (window)."""
+
+    t0: float
+    t_measure: float
+    t_end: float
+    published: int = 0
+    skipped: int = 0
+    skipped_in_window: int = 0
+    sets_in_window: int = 0
+    rss: list[tuple[float, float]] = field(default_factory=list)
+    """(monotonic time, node RSS in MB), about once a second."""
+    window_start_wall: float | None = None
+    window_end_wall: float | None = None
+    timeline: list[dict] = field(default_factory=list)
+    reported_arrivals: int = 0
+    reported_sets: int = 0
+
+    def report(self, outputs: NodeOutputs, interval_start: float) -> None:
+        """One timeline entry + log line for the sets / detections since the last one."""
+        new = outputs.arrivals[self.reported_arrivals:]
+        lat_i = [(a - s) * 1e3 for a, s in new]
+        span = max(time.monotonic() - interval_start, 1e-3)
+        entry = {"t_s": round(time.monotonic() - self.t0, 1),
+                 "phase": "warmup" if interval_start < self.t_measure - 1e-6 else "measure",
+                 "sets_published": self.published - self.reported_sets, "detections": len(new),
+                 "output_rate_hz": round(len(new) / span, 2),
+                 "latency_ms_p50": None if not lat_i else round(percentile(lat_i, 50), 1),
+                 "latency_ms_p99": None if not lat_i else round(percentile(lat_i, 99), 1),
+                 "node_rss_mb": None if not self.rss else round(self.rss[-1][1], 1),
+                 "node_dropped_sets": outputs.diag.get("dropped_sets_newest_wins")}
+        self.timeline.append(entry)
+        log(f"t={entry['t_s']:6.1f} s ({entry['phase']}): {entry['sets_published']} sets in, "
+            f"{entry['detections']} detections out ({entry['output_rate_hz']:.2f} Hz), latency p50 "
+            f"{entry['latency_ms_p50']} / p99 {entry['latency_ms_p99']} ms, node RSS {entry['node_rss_mb']} MB, "
+            f"newest-wins drops {entry['node_dropped_sets']}")
+        self.reported_arrivals, self.reported_sets = len(outputs.arrivals), self.published
+
+
+def stream(args: argparse.Namespace, cams: CameraStream, ros: RosSession, node_proc: NodeProcess,
+           outputs: NodeOutputs) -> StreamRun:
+    """Publish one camera set every 1/rate s through warm-up and the window, wall-bounded: slots
+    this process misses are skipped, never sent in a burst."""
+    period = 1.0 / args.rate
+    t0 = time.monotonic()
+    run = StreamRun(t0=t0, t_measure=t0 + args.warmup, t_end=t0 + args.warmup + args.duration)
+    k = 0  # slot index: set k is due at t0 + k / rate
+    next_rss = t0
+    next_report = t0 + args.report_every
+    while True:
+        target = t0 + k * period
+        now = time.monotonic()
+        if target >= run.t_end or now >= run.t_end:
+            break
+        if target > now:
+            ros.spin_for(target - now)
+        elif now - target >= period:  # this process fell behind: skip the missed slots, never burst
+            missed = int((now - target) / period)
+            run.skipped += missed
+            run.skipped_in_window += sum(1 for j in range(k, k + missed)
+                                         if run.t_measure <= t0 + j * period < run.t_end)
+            k += missed
             target = t0 + k * period
-            now = time.monotonic()
-            if target >= t_end or now >= t_end:
+            if target >= run.t_end:
                 break
-            if target > now:
-                spin_for(target - now)
-            elif now - target >= period:  # this process fell behind: skip the missed slots, never burst
-                missed = int((now - target) / period)
-                skipped += missed
-                skipped_in_window += sum(1 for j in range(k, k + missed) if t_measure <= t0 + j * period < t_end)
-                k += missed
-                target = t0 + k * period
-                if target >= t_end:
-                    break
-            stamp = time.time()
-            in_window = t_measure <= target < t_end
-            if in_window and window_start_wall is None:
-                window_start_wall = stamp
-            publish_infos(stamp)
-            pose = np.eye(4)
-            pose[0, 3] = 10.0 * (k * period)
-            tf_pub.publish(TFMessage(transforms=[matrix_to_transform_stamped(pose, "odom", "base_link",
-                                                                             stamp + OFFSETS_S["CAM_FRONT"])]))
-            for c in CAMERA_NAMES:
-                body = bodies[c]
-                body.header = make_header(stamp + OFFSETS_S[c], c)
-                img_pubs[c].publish(body)
-            sets_in_window += int(in_window)
-            published += 1
-            k += 1
-            if time.monotonic() >= next_rss:
-                r = rss_mb(node_proc.pid)
-                if r is not None:
-                    rss.append((time.monotonic(), r))
-                next_rss += 1.0
-            if time.monotonic() >= next_report:
-                report(next_report - args.report_every)
-                next_report += args.report_every
-            if node_proc.poll() is not None:
-                raise RuntimeError("node exited while streaming:\n" + "\n".join(node_log[-30:]))
-        window_end_wall = time.time()
-        if window_start_wall is None:
-            raise RuntimeError("no camera set was published in the measurement window")
-        if skipped:
-            log(f"WARNING: this publisher fell behind and skipped {skipped} of {published + skipped} camera sets "
-                f"({skipped_in_window} in the window): the machine is too busy for {args.rate:g} Hz of "
-                f"{args.transport} {width}x{height}; input_rate achieved {sets_in_window / args.duration:.2f} Hz")
-        spin_for(2.0)  # let the last outputs and a diagnostics message arrive
-        if published > reported["sets"]:
-            report(next_report - args.report_every)
+        stamp = time.time()
+        in_window = run.t_measure <= target < run.t_end
+        if in_window and run.window_start_wall is None:
+            run.window_start_wall = stamp
+        cams.publish_set(stamp, 10.0 * (k * period))
+        run.sets_in_window += int(in_window)
+        run.published += 1
+        k += 1
+        if time.monotonic() >= next_rss:
+            r = rss_mb(node_proc.proc.pid)
+            if r is not None:
+                run.rss.append((time.monotonic(), r))
+            next_rss += 1.0
+        if time.monotonic() >= next_report:
+            run.report(outputs, next_report - args.report_every)
+            next_report += args.report_every
+        node_proc.check_alive("while streaming")
+    run.window_end_wall = time.time()
+    if run.window_start_wall is None:
+        raise RuntimeError("no camera set was published in the measurement window")
+    if run.skipped:
+        log(f"WARNING: this publisher fell behind and skipped {run.skipped} of {run.published + run.skipped} camera "
+            f"sets ({run.skipped_in_window} in the window): the machine is too busy for {args.rate:g} Hz of "
+            f"{args.transport} {cams.width}x{cams.height}; input_rate achieved "
+            f"{run.sets_in_window / args.duration:.2f} Hz")
+    ros.spin_for(2.0)  # let the last outputs and a diagnostics message arrive
+    if run.published > run.reported_sets:
+        run.report(outputs, next_report - args.report_every)
+    return run
 
-        front0 = window_start_wall + OFFSETS_S["CAM_FRONT"]
-        front1 = window_end_wall + OFFSETS_S["CAM_FRONT"]
-        win = [(a, s) for a, s in arrivals if front0 <= s < front1]
-        lat = [(a - s) * 1e3 for a, s in win]
-        half = front0 + 0.5 * (front1 - front0)
-        first = [(a - s) * 1e3 for a, s in win if s < half]
-        second = [(a - s) * 1e3 for a, s in win if s >= half]
-        nl = [v for t, v in node_latency if window_start_wall <= t <= window_end_wall + 2.0]
-        rss_w = [r for t, r in rss if t >= t_measure]
 
-        def r1(v):
-            return None if v is None else round(v, 1)
+def _r1(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
 
-        result = {
-            "input": {"rate_hz": args.rate, "transport": args.transport, "width": width, "height": height,
-                      "sets_published": sets_in_window, "achieved_rate_hz": round(sets_in_window / args.duration, 3),
-                      "publisher_skipped_sets": skipped_in_window,
-                      "duration_s": args.duration, "model": args.model or "random nano", "backend": args.backend},
-            "output_rate_hz": round(len(win) / args.duration, 3),
-            "detections_received": len(win),
-            "sets_without_output": sets_in_window - len(win),
-            "drop_fraction": round(1.0 - len(win) / sets_in_window, 4) if sets_in_window else None,
-            "latency_ms": {"p50": r1(percentile(lat, 50)), "p99": r1(percentile(lat, 99)),
-                           "first_half_p50": r1(percentile(first, 50)), "second_half_p50": r1(percentile(second, 50))},
-            "node_pipeline_latency_ms": {"p50": r1(percentile(nl, 50)), "p99": r1(percentile(nl, 99))},
-            "node_rss_mb": {"start": r1(rss_w[0] if rss_w else None), "end": r1(rss_w[-1] if rss_w else None),
-                            "max": r1(max(rss_w) if rss_w else None),
-                            "growth": r1(rss_w[-1] - rss_w[0] if rss_w else None)},
-            "node_diagnostics": {k: diag.get(k) for k in ("sets_received", "sets_processed", "detections_published",
-                                                          "dropped_sets_newest_wins", "unmatched_camera_messages",
-                                                          "bad_frames", "engine_errors", "latency_ms_p50",
-                                                          "latency_ms_max")},
-            "timeline": timeline,
-        }
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
-                node_proc.wait(timeout=10)
-        reader.join(timeout=5)
-        tmp.cleanup()
+
+def summarize(args: argparse.Namespace, cams: CameraStream, run: StreamRun, outputs: NodeOutputs) -> dict:
+    """The result JSON: rates, latencies (ms) over the window and its halves, RSS (MB), diagnostics."""
+    front0 = run.window_start_wall + OFFSETS_S["CAM_FRONT"]
+    front1 = run.window_end_wall + OFFSETS_S["CAM_FRONT"]
+    win = [(a, s) for a, s in outputs.arrivals if front0 <= s < front1]
+    lat = [(a - s) * 1e3 for a, s in win]
+    half = front0 + 0.5 * (front1 - front0)
+    first = [(a - s) * 1e3 for a, s in win if s < half]
+    second = [(a - s) * 1e3 for a, s in win if s >= half]
+    nl = [v for t, v in outputs.node_latency if run.window_start_wall <= t <= run.window_end_wall + 2.0]
+    rss_w = [r for t, r in run.rss if t >= run.t_measure]
+    n_in = run.sets_in_window
+    return {
+        "input": {"rate_hz": args.rate, "transport": args.transport, "width": cams.width, "height": cams.height,
+                  "sets_published": n_in, "achieved_rate_hz": round(n_in / args.duration, 3),
+                  "publisher_skipped_sets": run.skipped_in_window,
+                  "duration_s": args.duration, "model": args.model or "random nano", "backend": args.backend},
+        "output_rate_hz": round(len(win) / args.duration, 3),
+        "detections_received": len(win),
+        "sets_without_output": n_in - len(win),
+        "drop_fraction": round(1.0 - len(win) / n_in, 4) if n_in else None,
+        "latency_ms": {"p50": _r1(percentile(lat, 50)), "p99": _r1(percentile(lat, 99)),
+                       "first_half_p50": _r1(percentile(first, 50)), "second_half_p50": _r1(percentile(second, 50))},
+        "node_pipeline_latency_ms": {"p50": _r1(percentile(nl, 50)), "p99": _r1(percentile(nl, 99))},
+        "node_rss_mb": {"start": _r1(rss_w[0] if rss_w else None), "end": _r1(rss_w[-1] if rss_w else None),
+                        "max": _r1(max(rss_w) if rss_w else None),
+                        "growth": _r1(rss_w[-1] - rss_w[0] if rss_w else None)},
+        "node_diagnostics": {k: outputs.diag.get(k) for k in ("sets_received", "sets_processed", "detections_published",
+                                                              "dropped_sets_newest_wins", "unmatched_camera_messages",
+                                                              "bad_frames", "engine_errors", "latency_ms_p50",
+                                                              "latency_ms_max")},
+        "timeline": run.timeline,
+    }
+
+
+def write_result(args: argparse.Namespace, result: dict) -> None:
+    """Add the machine (CPU model and ISA: int8 speed depends on VNNI); JSON to stdout and ``--json``."""
     from qdbev_core.hardware import machine_info
 
-    result["machine"] = machine_info()  # CPU model and ISA: int8 speed depends on VNNI
+    result["machine"] = machine_info()
     print(f"stream_bench: {result['machine']['cpu_summary']}", file=sys.stderr)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # the ROS variables must be in place before rclpy is imported (RosSession, CameraStream)
+    os.environ.update({k: v for k, v in ros_env(args.domain_id).items() if k.startswith(("ROS_", "FASTDDS"))})
+    tmp = tempfile.TemporaryDirectory(prefix="qdbev_stream_bench_")
+    model = args.model or str(random_model(Path(tmp.name)))
+    node_proc = NodeProcess.start(args, model)
+    ros = RosSession(args.domain_id)
+    try:
+        cams = CameraStream(ros.node, args.transport, args.scale)
+        outputs = NodeOutputs()
+        outputs.subscribe(ros.node)
+        wait_for_node(args, cams, ros, node_proc)
+        log(f"node subscribed; streaming {args.rate:g} Hz x 6 {args.transport} {cams.width}x{cams.height} for "
+            f"{args.warmup:g} s warm-up + {args.duration:g} s")
+        run = stream(args, cams, ros, node_proc, outputs)
+        result = summarize(args, cams, run, outputs)
+    finally:
+        ros.close()
+        node_proc.stop()
+        tmp.cleanup()
+    write_result(args, result)
     return 0
 
 
