@@ -89,6 +89,44 @@ def _qos(durability: str, depth: int):
                QosLiveliness.AUTOMATIC, zero, False)
 
 
+@dataclass(frozen=True)
+class _Naming:
+    """Topic prefix, frames and image transport of the bag being written."""
+
+    camera_namespace: str
+    frame_id: str
+    odom_frame: str
+    raw: bool
+
+    @property
+    def transport(self) -> str:
+        return "raw" if self.raw else "compressed"
+
+
+class _BagWriter:
+    """An open rosbag2 writer, its connections by topic and what was written (counts, time span in ns)."""
+
+    def __init__(self, writer, store) -> None:
+        self.writer = writer
+        self.store = store
+        self.conns: dict[str, tuple[object, str]] = {}
+        self.counts: dict[str, int] = {}
+        self.start_ns: int | None = None
+        self.end_ns: int | None = None
+
+    def connect(self, topic: str, typename: str, qos) -> None:
+        if topic not in self.conns:
+            self.conns[topic] = (self.writer.add_connection(topic, typename, typestore=self.store,
+                                                            offered_qos_profiles=qos), typename)
+
+    def write(self, topic: str, log_ns: int, msg) -> None:
+        c, typename = self.conns[topic]
+        self.writer.write(c, int(log_ns), bytes(self.store.serialize_cdr(msg, typename)))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+        self.start_ns = log_ns if self.start_ns is None else min(self.start_ns, log_ns)
+        self.end_ns = log_ns if self.end_ns is None else max(self.end_ns, log_ns)
+
+
 def bag_from_nuscenes(
     dataroot: str | os.PathLike,
     version: str,
@@ -115,115 +153,139 @@ def bag_from_nuscenes(
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from ..data.reader import NuScenesReader, load_rgb
-    from ..geometry import make_transform
+    from ..data.reader import NuScenesReader
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists already; choose a new --out folder (bags are never overwritten)")
     reader = NuScenesReader(dataroot, version, split=None, load_images=False, nusc=nusc)
-    scenes = {s.name: s for s in reader.scenes()}
-    if scene not in scenes:
-        names = sorted(scenes)
-        raise ValueError(f"scene {scene!r} is not in {Path(dataroot) / version}; available: "
-                         f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
-    info = scenes[scene]
-    nusc = reader.nusc
-    transport = "raw" if raw else "compressed"
-    store = get_typestore()
+    info = _find_scene(reader, scene, Path(dataroot) / version)
+    names = _Naming(camera_namespace=camera_namespace, frame_id=frame_id, odom_frame=odom_frame, raw=raw)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+    bag = _BagWriter(Writer(out, version=9, storage_plugin=StoragePlugin.MCAP), get_typestore())
     source = BagSource(dataroot=str(Path(dataroot).resolve()), version=version, scene=scene,
-                       scene_token=info.token, image_transport=transport, camera_namespace=camera_namespace,
+                       scene_token=info.token, image_transport=names.transport, camera_namespace=camera_namespace,
                        frame_id=frame_id, odom_frame=odom_frame)
-    counts: dict[str, int] = {}
-    start_ns = end_ns = None
-    writer.open()
+    bag.writer.open()
     try:
-        volatile, latched = [_qos("VOLATILE", 10)], [_qos("TRANSIENT_LOCAL", 1)]
-        conns = {}
-
-        def conn(topic: str, typename: str, qos=volatile):
-            if topic not in conns:
-                conns[topic] = (writer.add_connection(topic, typename, typestore=store, offered_qos_profiles=qos),
-                                typename)
-            return conns[topic]
-
-        conn(TF_STATIC_TOPIC, TF_MESSAGE, latched)
-        conn(TF_TOPIC, TF_MESSAGE)
-        for cam in CAMERA_NAMES:
-            conn(camera_info_topic(cam, camera_namespace), CAMERA_INFO)
-            conn(image_topic(cam, camera_namespace, transport), IMAGE if raw else COMPRESSED_IMAGE)
-        conn(GROUND_TRUTH_TOPIC, DETECTION3D_ARRAY)
-
-        def write(topic: str, log_ns: int, msg) -> None:
-            nonlocal start_ns, end_ns
-            c, typename = conns[topic]
-            writer.write(c, int(log_ns), bytes(store.serialize_cdr(msg, typename)))
-            counts[topic] = counts.get(topic, 0) + 1
-            start_ns = log_ns if start_ns is None else min(start_ns, log_ns)
-            end_ns = log_ns if end_ns is None else max(end_ns, log_ns)
-
+        _add_connections(bag, names)
         extrinsics = None
         tokens = reader.sample_tokens[info.first:info.first + info.num_samples]
         for n, token in enumerate(tokens):
-            sample = reader.get(token)
-            rows = reader.camera_rows(token)
-            cam2ego = sample.frame.cam2ego
-            if extrinsics is None:
-                extrinsics = cam2ego
-                first_ns = min(int(sd["timestamp"]) for sd, _ in rows) * 1000
-                write(TF_STATIC_TOPIC, first_ns, m.tf_message([
-                    m.transform_stamped(cam2ego[i], frame_id, cam, first_ns) for i, cam in enumerate(CAMERA_NAMES)]))
-            elif not np.allclose(cam2ego, extrinsics, atol=1e-9):
-                raise ValueError(f"scene {scene}: camera extrinsics change at sample {token}; /tf_static holds one "
-                                 "calibration per bag (split the scene)")
-
-            events: list[tuple[int, int, str, object]] = []
-            lidar = nusc.get("sample_data", nusc.get("sample", token)["data"]["LIDAR_TOP"])
-            for sd in [r[0] for r in rows] + [lidar]:
-                pose = nusc.get("ego_pose", sd["ego_pose_token"])
-                ns = int(pose["timestamp"]) * 1000
-                t = make_transform(pose["rotation"], pose["translation"])
-                events.append((ns, _TF, TF_TOPIC, m.tf_message([m.transform_stamped(t, odom_frame, frame_id, ns)])))
-            for i, (cam, (sd, _)) in enumerate(zip(CAMERA_NAMES, rows)):
-                ns = int(sd["timestamp"]) * 1000
-                w, h = (int(v) for v in sample.image_sizes[i])
-                events.append((ns, _INFO, camera_info_topic(cam, camera_namespace),
-                               m.camera_info(ns, cam, sample.frame.intrinsics[i], w, h)))
-                path = sample.image_paths[i]
-                if raw:
-                    msg = m.raw_image(ns, cam, load_rgb(path), "rgb8")
-                else:
-                    data = Path(path).read_bytes()
-                    msg = m.compressed_image(ns, cam, data, compressed_format(data, path))
-                events.append((ns, _IMAGE, image_topic(cam, camera_namespace, transport), msg))
-            sample_ns = int(round(sample.timestamp * 1e6)) * 1000
-            gt = m.detections_to_msg(_gt_detections(sample), sample_ns, frame_id)
-            for d, ann in zip(gt.detections, sample.gt_tokens):
-                d.id = ann
-            events.append((sample_ns, _GT, GROUND_TRUTH_TOPIC, gt))
-            for ns, _, topic, msg in sorted(events, key=lambda e: (e[0], e[1])):
-                write(topic, ns, msg)
-
-            source.key_frames.append(KeyFrame(token, int(rows[0][0]["timestamp"]) * 1000, sample_ns,
-                                              sample.frame.ego2global))
+            extrinsics = _write_key_frame(bag, reader, token, names, extrinsics, source)
             if progress is not None:
                 progress(n + 1, len(tokens))
-        writer.set_custom_data(SOURCE_KEY, source.to_json())
+        bag.writer.set_custom_data(SOURCE_KEY, source.to_json())
     except BaseException:
-        import shutil
-
-        try:
-            writer.close()
-        except Exception:  # noqa: BLE001 - the original error matters, the partial bag is removed
-            pass
-        shutil.rmtree(out, ignore_errors=True)
+        _discard(bag.writer, out)
         raise
-    writer.close()
+    bag.writer.close()
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    return BagSummary(out, scene, len(source.key_frames), counts, start_ns or 0, end_ns or 0, size)
+    return BagSummary(out, scene, len(source.key_frames), bag.counts, bag.start_ns or 0, bag.end_ns or 0, size)
+
+
+def _find_scene(reader, scene: str, table_dir: Path):
+    """The reader's scene named ``scene``; ``ValueError`` listing the available ones otherwise."""
+    scenes = {s.name: s for s in reader.scenes()}
+    if scene not in scenes:
+        names = sorted(scenes)
+        raise ValueError(f"scene {scene!r} is not in {table_dir}; available: "
+                         f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
+    return scenes[scene]
+
+
+def _add_connections(bag: _BagWriter, names: _Naming) -> None:
+    """Every topic the bag will hold, ``/tf_static`` latched (transient local, depth 1)."""
+    volatile, latched = [_qos("VOLATILE", 10)], [_qos("TRANSIENT_LOCAL", 1)]
+    bag.connect(TF_STATIC_TOPIC, TF_MESSAGE, latched)
+    bag.connect(TF_TOPIC, TF_MESSAGE, volatile)
+    for cam in CAMERA_NAMES:
+        bag.connect(camera_info_topic(cam, names.camera_namespace), CAMERA_INFO, volatile)
+        bag.connect(image_topic(cam, names.camera_namespace, names.transport), IMAGE if names.raw else COMPRESSED_IMAGE,
+                    volatile)
+    bag.connect(GROUND_TRUTH_TOPIC, DETECTION3D_ARRAY, volatile)
+
+
+def _discard(writer, out: Path) -> None:
+    """Close a failed writer (its own error does not matter) and remove the partial bag."""
+    import shutil
+
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001 - the original error matters, the partial bag is removed
+        pass
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _write_key_frame(bag: _BagWriter, reader, token: str, names: _Naming, extrinsics: np.ndarray | None,
+                     source: BagSource) -> np.ndarray:
+    """All messages of one key frame in log-time order, and its ``KeyFrame`` entry in ``source``;
+    returns the scene's camera extrinsics (``/tf_static`` is written with the first key frame)."""
+    sample = reader.get(token)
+    rows = reader.camera_rows(token)
+    cam2ego = sample.frame.cam2ego
+    if extrinsics is None:
+        extrinsics = cam2ego
+        first_ns = min(int(sd["timestamp"]) for sd, _ in rows) * 1000
+        bag.write(TF_STATIC_TOPIC, first_ns, m.tf_message([
+            m.transform_stamped(cam2ego[i], names.frame_id, cam, first_ns) for i, cam in enumerate(CAMERA_NAMES)]))
+    elif not np.allclose(cam2ego, extrinsics, atol=1e-9):
+        raise ValueError(f"scene {source.scene}: camera extrinsics change at sample {token}; /tf_static holds one "
+                         "calibration per bag (split the scene)")
+    sample_ns = int(round(sample.timestamp * 1e6)) * 1000
+    events = (_pose_events(reader.nusc, token, rows, names) + _camera_events(sample, rows, names)
+              + [_ground_truth_event(sample, sample_ns, names.frame_id)])
+    for ns, _, topic, msg in sorted(events, key=lambda e: (e[0], e[1])):
+        bag.write(topic, ns, msg)
+    source.key_frames.append(KeyFrame(token, int(rows[0][0]["timestamp"]) * 1000, sample_ns, sample.frame.ego2global))
+    return extrinsics
+
+
+_Event = tuple[int, int, str, object]
+"""(log time ns, order within one instant, topic, message)."""
+
+
+def _pose_events(nusc, token: str, rows: list, names: _Naming) -> list[_Event]:
+    """``odom <- base_link`` at the ego pose of each camera key frame and of LIDAR_TOP."""
+    from ..geometry import make_transform
+
+    events: list[_Event] = []
+    lidar = nusc.get("sample_data", nusc.get("sample", token)["data"]["LIDAR_TOP"])
+    for sd in [r[0] for r in rows] + [lidar]:
+        pose = nusc.get("ego_pose", sd["ego_pose_token"])
+        ns = int(pose["timestamp"]) * 1000
+        t = make_transform(pose["rotation"], pose["translation"])
+        events.append((ns, _TF, TF_TOPIC, m.tf_message([m.transform_stamped(t, names.odom_frame, names.frame_id, ns)])))
+    return events
+
+
+def _camera_events(sample, rows: list, names: _Naming) -> list[_Event]:
+    """CameraInfo and image of each camera, stamped with the camera's own time."""
+    from ..data.reader import load_rgb
+
+    events: list[_Event] = []
+    for i, (cam, (sd, _)) in enumerate(zip(CAMERA_NAMES, rows)):
+        ns = int(sd["timestamp"]) * 1000
+        w, h = (int(v) for v in sample.image_sizes[i])
+        events.append((ns, _INFO, camera_info_topic(cam, names.camera_namespace),
+                       m.camera_info(ns, cam, sample.frame.intrinsics[i], w, h)))
+        path = sample.image_paths[i]
+        if names.raw:
+            msg = m.raw_image(ns, cam, load_rgb(path), "rgb8")
+        else:
+            data = Path(path).read_bytes()
+            msg = m.compressed_image(ns, cam, data, compressed_format(data, path))
+        events.append((ns, _IMAGE, image_topic(cam, names.camera_namespace, names.transport), msg))
+    return events
+
+
+def _ground_truth_event(sample, sample_ns: int, frame_id: str) -> _Event:
+    """The sample's annotations in ``frame_id``, each detection's ``id`` its annotation token."""
+    gt = m.detections_to_msg(_gt_detections(sample), sample_ns, frame_id)
+    for d, ann in zip(gt.detections, sample.gt_tokens):
+        d.id = ann
+    return (sample_ns, _GT, GROUND_TRUTH_TOPIC, gt)
 
 
 def _gt_detections(sample):
