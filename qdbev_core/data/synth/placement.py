@@ -8,6 +8,7 @@ of the scene. Units: metres, seconds, radians.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -130,6 +131,25 @@ class Placer:
 # ------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Slot:
+    """Where and when one proposal is made."""
+
+    cls: str
+    fr: RoadFrame
+    """Road the object is placed along."""
+    a_e: float
+    """The ego's along-road coordinate on ``fr`` at the key frame, metres."""
+    t: float
+    """Scene time of the key frame, seconds."""
+    lim: float
+    """Largest along-road distance from the ego, metres."""
+    size: NDArray[np.float64]
+    """Drawn (length, width, height), metres."""
+    moving: bool
+    forced: bool
+
+
 class Proposer:
     def __init__(self, world: World, rng: np.random.Generator):
         self.world = world
@@ -183,126 +203,150 @@ class Proposer:
 
     # -- proposals -------------------------------------------------------------------------------
     def propose(self, cls: str, k: int, forced: bool) -> list[SynthObject]:
+        """Candidate object(s) of class ``cls`` near the ego at key frame ``k`` (a row for barriers
+        and cones; empty when no free spot was found). ``forced``: for the class guarantee, so
+        within 60% of the class's evaluation range (at most 25 m) and mostly static."""
         rng = self.rng
         fr, a_e = self._frame(k)
         t = self.world.sample_time(k)
         lim = min(0.6 * EVAL_RANGE_M[cls], 25.0) if forced else 48.0
         size = self._size(cls)
-        half_len = size[0] / 2
-        hr, n = self.hr, self.n
         moving_p = {"car": 0.55, "truck": 0.45, "bus": 0.55, "trailer": 0.15, "construction_vehicle": 0.2,
                     "motorcycle": 0.5, "bicycle": 0.45, "pedestrian": 0.65}.get(cls, 0.0)
         moving = (not forced) and rng.random() < moving_p
         if forced and cls == "pedestrian":
             moving = rng.random() < 0.5  # walking on the sidewalk is fine for the guarantee
-
+        slot = _Slot(cls=cls, fr=fr, a_e=a_e, t=t, lim=lim, size=size, moving=moving, forced=forced)
         if cls in ("car", "truck", "bus", "trailer", "construction_vehicle"):
-            if moving:
-                a = self._along(fr, a_e, lim, half_len, static=False)
-                direction = 1.0 if rng.random() < 0.5 else -1.0
-                lane = int(rng.integers(n)) if cls != "construction_vehicle" else n - 1
-                b = -direction * (LANE_W / 2 + LANE_W * lane) + rng.normal(0, 0.12)
-                vmin, vmax = {"car": (3, 14), "truck": (3, 12), "bus": (4, 11), "trailer": (4, 10),
-                              "construction_vehicle": (1.5, 4.5)}[cls]
-                speed = rng.uniform(vmin, vmax)
-                vel = direction * speed * fr.e_a
-                yaw = fr.phi + (0.0 if direction > 0 else math.pi)
-                return [self._obj(cls, fr.to_global(a, b), t, vel, yaw, size)]
-            a = self._along(fr, a_e, lim, half_len, static=True)
-            if a is None:
-                return []
-            side = 1.0 if rng.random() < 0.5 else -1.0
-            b = side * (hr - PARK_W / 2 + max(0.0, size[1] - PARK_W) / 2) + rng.normal(0, 0.1)
-            yaw = fr.phi + (math.pi if side > 0 else 0.0) + rng.normal(0, 0.03)
-            if rng.random() < 0.1:
-                yaw += math.pi
-            return [self._obj(cls, fr.to_global(a, b), t, np.zeros(2), yaw, size)]
-
+            return self._vehicle(slot)
         if cls in ("motorcycle", "bicycle"):
-            if moving:
-                a = self._along(fr, a_e, lim, half_len, static=False)
-                direction = 1.0 if rng.random() < 0.5 else -1.0
-                if cls == "bicycle":
-                    b = -direction * (LANE_W * n - 0.8) + rng.normal(0, 0.1)
-                    speed = rng.uniform(2.5, 6.5)
-                else:
-                    lane = int(rng.integers(n))
-                    b = -direction * (LANE_W / 2 + LANE_W * lane) + rng.normal(0, 0.3)
-                    speed = rng.uniform(4.0, 14.0)
-                vel = direction * speed * fr.e_a
-                yaw = fr.phi + (0.0 if direction > 0 else math.pi)
-                return [self._obj(cls, fr.to_global(a, b), t, vel, yaw, size)]
-            a = self._along(fr, a_e, lim, half_len, static=True)
-            if a is None:
-                return []
-            side = 1.0 if rng.random() < 0.5 else -1.0
-            if rng.random() < 0.6:  # perpendicular to the kerb on the sidewalk
-                b = side * (hr + 0.3 + size[0] / 2)
-                yaw = fr.phi + math.pi / 2 + rng.normal(0, 0.15) + (math.pi if rng.random() < 0.5 else 0.0)
-            else:
-                b = side * (hr + 0.4 + size[1] / 2)
-                yaw = fr.phi + rng.normal(0, 0.1) + (math.pi if rng.random() < 0.5 else 0.0)
-            return [self._obj(cls, fr.to_global(a, b), t, np.zeros(2), yaw, size, parked_cycle=True)]
-
+            return self._cycle(slot)
         if cls == "pedestrian":
-            mode = "walk" if moving else "stand"
-            if moving and rng.random() < 0.35:
-                mode = "cross"
-            side = 1.0 if rng.random() < 0.5 else -1.0
-            if mode == "cross":
-                a = self._along(fr, a_e, lim, 1.0, static=False)
-                if fr.forbidden is not None and rng.random() < 0.6:
-                    lo, hi = fr.forbidden
-                    a = (lo + 2.5) if abs(a_e - lo) < abs(a_e - hi) else (hi - 2.5)
-                    a += rng.normal(0, 0.8)
-                b = rng.uniform(-hr, hr)
-                direction = 1.0 if rng.random() < 0.5 else -1.0
-                speed = rng.uniform(1.0, 1.6)
-                vel = direction * speed * fr.e_b
-                yaw = fr.phi + direction * math.pi / 2
-                return [self._obj(cls, fr.to_global(a, b), t, vel, yaw, size)]
-            a = self._along(fr, a_e, lim, 1.0, static=mode == "stand")
-            if a is None:
-                return []
-            b = side * rng.uniform(hr + 0.6, hr + self.sw - 0.5)
-            if mode == "walk":
-                direction = 1.0 if rng.random() < 0.5 else -1.0
-                vel = direction * rng.uniform(0.9, 1.7) * fr.e_a
-                yaw = fr.phi + (0.0 if direction > 0 else math.pi)
-                return [self._obj(cls, fr.to_global(a, b), t, vel, yaw, size)]
-            return [self._obj(cls, fr.to_global(a, b), t, np.zeros(2), rng.uniform(-math.pi, math.pi), size)]
-
+            return self._pedestrian(slot)
         if cls == "barrier":
-            count = int(rng.integers(1, 3)) if forced else int(rng.integers(2, 7))
-            gap = size[1] + rng.uniform(0.05, 0.4)
-            total = gap * count
-            a0 = self._along(fr, a_e, lim, total / 2 + 1.0, static=True)
-            if a0 is None:
-                return []
-            side = 1.0 if rng.random() < 0.5 else -1.0
-            b = side * (hr + 0.35) if rng.random() < 0.5 else side * (hr - PARK_W / 2)
-            yaw = fr.phi + math.pi / 2 + rng.normal(0, 0.03)
-            out = []
-            for j in range(count):
-                a = a0 - total / 2 + (j + 0.5) * gap
-                out.append(self._obj(cls, fr.to_global(a, b + rng.normal(0, 0.03)), t, np.zeros(2),
-                                     yaw + rng.normal(0, 0.02), size * rng.uniform(0.98, 1.02, 3)))
-            return out
-
+            return self._barrier_row(slot)
         if cls == "traffic_cone":
-            count = int(rng.integers(1, 4)) if forced else int(rng.integers(3, 8))
-            gap = rng.uniform(1.5, 4.0)
-            total = gap * count
-            a0 = self._along(fr, a_e, lim, total / 2 + 1.0, static=True)
-            if a0 is None:
-                return []
-            side = 1.0 if rng.random() < 0.5 else -1.0
-            opts = [LANE_W * i for i in range(1, n + 1)] + [hr - PARK_W / 2]
-            b = side * opts[int(rng.integers(len(opts)))]
-            out = []
-            for j in range(count):
-                a = a0 - total / 2 + (j + 0.5) * gap
-                out.append(self._obj(cls, fr.to_global(a, b + rng.normal(0, 0.08)), t, np.zeros(2),
-                                     rng.uniform(-math.pi, math.pi)))
-            return out
+            return self._cone_row(slot)
         raise ValueError(f"unknown class {cls}")
+
+    def _vehicle(self, s: _Slot) -> list[SynthObject]:
+        """Driving in a lane (either direction) or parked in a parking lane (10% facing backwards)."""
+        rng, fr, cls, size, n = self.rng, s.fr, s.cls, s.size, self.n
+        half_len = size[0] / 2
+        if s.moving:
+            a = self._along(fr, s.a_e, s.lim, half_len, static=False)
+            direction = 1.0 if rng.random() < 0.5 else -1.0
+            lane = int(rng.integers(n)) if cls != "construction_vehicle" else n - 1
+            b = -direction * (LANE_W / 2 + LANE_W * lane) + rng.normal(0, 0.12)
+            vmin, vmax = {"car": (3, 14), "truck": (3, 12), "bus": (4, 11), "trailer": (4, 10),
+                          "construction_vehicle": (1.5, 4.5)}[cls]
+            speed = rng.uniform(vmin, vmax)
+            vel = direction * speed * fr.e_a
+            yaw = fr.phi + (0.0 if direction > 0 else math.pi)
+            return [self._obj(cls, fr.to_global(a, b), s.t, vel, yaw, size)]
+        a = self._along(fr, s.a_e, s.lim, half_len, static=True)
+        if a is None:
+            return []
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        b = side * (self.hr - PARK_W / 2 + max(0.0, size[1] - PARK_W) / 2) + rng.normal(0, 0.1)
+        yaw = fr.phi + (math.pi if side > 0 else 0.0) + rng.normal(0, 0.03)
+        if rng.random() < 0.1:
+            yaw += math.pi
+        return [self._obj(cls, fr.to_global(a, b), s.t, np.zeros(2), yaw, size)]
+
+    def _cycle(self, s: _Slot) -> list[SynthObject]:
+        """Riding (bicycles near the kerb, motorcycles in a lane) or parked on the sidewalk."""
+        rng, fr, cls, size, n, hr = self.rng, s.fr, s.cls, s.size, self.n, self.hr
+        half_len = size[0] / 2
+        if s.moving:
+            a = self._along(fr, s.a_e, s.lim, half_len, static=False)
+            direction = 1.0 if rng.random() < 0.5 else -1.0
+            if cls == "bicycle":
+                b = -direction * (LANE_W * n - 0.8) + rng.normal(0, 0.1)
+                speed = rng.uniform(2.5, 6.5)
+            else:
+                lane = int(rng.integers(n))
+                b = -direction * (LANE_W / 2 + LANE_W * lane) + rng.normal(0, 0.3)
+                speed = rng.uniform(4.0, 14.0)
+            vel = direction * speed * fr.e_a
+            yaw = fr.phi + (0.0 if direction > 0 else math.pi)
+            return [self._obj(cls, fr.to_global(a, b), s.t, vel, yaw, size)]
+        a = self._along(fr, s.a_e, s.lim, half_len, static=True)
+        if a is None:
+            return []
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        if rng.random() < 0.6:  # perpendicular to the kerb on the sidewalk
+            b = side * (hr + 0.3 + size[0] / 2)
+            yaw = fr.phi + math.pi / 2 + rng.normal(0, 0.15) + (math.pi if rng.random() < 0.5 else 0.0)
+        else:
+            b = side * (hr + 0.4 + size[1] / 2)
+            yaw = fr.phi + rng.normal(0, 0.1) + (math.pi if rng.random() < 0.5 else 0.0)
+        return [self._obj(cls, fr.to_global(a, b), s.t, np.zeros(2), yaw, size, parked_cycle=True)]
+
+    def _pedestrian(self, s: _Slot) -> list[SynthObject]:
+        """Crossing the road (often at the crosswalk), walking along or standing on the sidewalk."""
+        rng, fr, cls, size, hr = self.rng, s.fr, s.cls, s.size, self.hr
+        mode = "walk" if s.moving else "stand"
+        if s.moving and rng.random() < 0.35:
+            mode = "cross"
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        if mode == "cross":
+            a = self._along(fr, s.a_e, s.lim, 1.0, static=False)
+            if fr.forbidden is not None and rng.random() < 0.6:
+                lo, hi = fr.forbidden
+                a = (lo + 2.5) if abs(s.a_e - lo) < abs(s.a_e - hi) else (hi - 2.5)
+                a += rng.normal(0, 0.8)
+            b = rng.uniform(-hr, hr)
+            direction = 1.0 if rng.random() < 0.5 else -1.0
+            speed = rng.uniform(1.0, 1.6)
+            vel = direction * speed * fr.e_b
+            yaw = fr.phi + direction * math.pi / 2
+            return [self._obj(cls, fr.to_global(a, b), s.t, vel, yaw, size)]
+        a = self._along(fr, s.a_e, s.lim, 1.0, static=mode == "stand")
+        if a is None:
+            return []
+        b = side * rng.uniform(hr + 0.6, hr + self.sw - 0.5)
+        if mode == "walk":
+            direction = 1.0 if rng.random() < 0.5 else -1.0
+            vel = direction * rng.uniform(0.9, 1.7) * fr.e_a
+            yaw = fr.phi + (0.0 if direction > 0 else math.pi)
+            return [self._obj(cls, fr.to_global(a, b), s.t, vel, yaw, size)]
+        return [self._obj(cls, fr.to_global(a, b), s.t, np.zeros(2), rng.uniform(-math.pi, math.pi), size)]
+
+    def _barrier_row(self, s: _Slot) -> list[SynthObject]:
+        """A row of barriers across the kerb or the parking lane."""
+        rng, fr, cls, size, hr = self.rng, s.fr, s.cls, s.size, self.hr
+        count = int(rng.integers(1, 3)) if s.forced else int(rng.integers(2, 7))
+        gap = size[1] + rng.uniform(0.05, 0.4)
+        total = gap * count
+        a0 = self._along(fr, s.a_e, s.lim, total / 2 + 1.0, static=True)
+        if a0 is None:
+            return []
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        b = side * (hr + 0.35) if rng.random() < 0.5 else side * (hr - PARK_W / 2)
+        yaw = fr.phi + math.pi / 2 + rng.normal(0, 0.03)
+        out = []
+        for j in range(count):
+            a = a0 - total / 2 + (j + 0.5) * gap
+            out.append(self._obj(cls, fr.to_global(a, b + rng.normal(0, 0.03)), s.t, np.zeros(2),
+                                 yaw + rng.normal(0, 0.02), size * rng.uniform(0.98, 1.02, 3)))
+        return out
+
+    def _cone_row(self, s: _Slot) -> list[SynthObject]:
+        """A row of traffic cones on a lane line or in the parking lane."""
+        rng, fr, cls, hr = self.rng, s.fr, s.cls, self.hr
+        count = int(rng.integers(1, 4)) if s.forced else int(rng.integers(3, 8))
+        gap = rng.uniform(1.5, 4.0)
+        total = gap * count
+        a0 = self._along(fr, s.a_e, s.lim, total / 2 + 1.0, static=True)
+        if a0 is None:
+            return []
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        opts = [LANE_W * i for i in range(1, self.n + 1)] + [hr - PARK_W / 2]
+        b = side * opts[int(rng.integers(len(opts)))]
+        out = []
+        for j in range(count):
+            a = a0 - total / 2 + (j + 0.5) * gap
+            out.append(self._obj(cls, fr.to_global(a, b + rng.normal(0, 0.08)), s.t, np.zeros(2),
+                                 rng.uniform(-math.pi, math.pi)))
+        return out
