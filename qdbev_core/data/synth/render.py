@@ -115,6 +115,28 @@ def _clip_rect(pts_cam: NDArray[np.float64], K: NDArray[np.float64], width: int,
     return r0, r1, c0, c1
 
 
+_CameraBox = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+"""(rotation box -> camera, centre in the camera frame in metres, half extents in metres)."""
+
+
+def _camera_box(obj: SynthObject, g2c: NDArray[np.float64], t_obj: float) -> _CameraBox:
+    """``obj``'s box at scene time ``t_obj`` in the camera frame (``g2c``: global -> camera)."""
+    x, y = obj.xy(t_obj)
+    l, w, h = obj.size
+    rot = g2c[:3, :3] @ _rot_z(obj.yaw)
+    centre = g2c[:3, :3] @ np.array([x, y, h / 2]) + g2c[:3, 3]
+    half = np.array([l / 2, w / 2, h / 2])
+    return rot, centre, half
+
+
+def _box_corners(half: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The 8 corners ``(8, 3)`` of a box with half extents ``half``, in its own frame."""
+    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * half[0]
+    sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * half[1]
+    sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1]) * half[2]
+    return np.stack([sx, sy, sz], -1)
+
+
 def _slab(o: NDArray, d: NDArray, half: NDArray):
     """Ray/box slab test in the box frame. ``o``, ``d``: ``(..., 3)``; returns (tnear, tfar, axis)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -141,6 +163,31 @@ def _wheels(xm, zm, l, centres, radius):
     return m
 
 
+_GLASS = np.array([48.0, 58.0, 72.0])
+_BLACK = np.array([22.0, 22.0, 24.0])
+
+
+@dataclass
+class _Hits:
+    """Hit points on one object's box: normalised (``xf``, ``yf`` in [-0.5, 0.5], ``zf`` in [0, 1])
+    and metric (``xm``, ``ym``, ``zm``) box coordinates, and which face each lies on."""
+
+    cls: str
+    l: float
+    w: float
+    axis: NDArray
+    xf: NDArray
+    yf: NDArray
+    zf: NDArray
+    xm: NDArray
+    ym: NDArray
+    zm: NDArray
+    side: NDArray
+    front: NDArray
+    back: NDArray
+    top: NDArray
+
+
 def object_colors(obj: SynthObject, axis: NDArray, sign: NDArray, hn: NDArray) -> NDArray[np.float64]:
     """Base RGB of hit points on ``obj`` given the face (axis 0/1/2 = x/y/z, sign) and the hit
     point in normalised box coordinates ``hn`` in [-0.5, 0.5]^3 (x forward, z up)."""
@@ -148,103 +195,155 @@ def object_colors(obj: SynthObject, axis: NDArray, sign: NDArray, hn: NDArray) -
     l, w, h = obj.size
     st = obj.style
     xf, yf, zf = hn[:, 0], hn[:, 1], hn[:, 2] + 0.5
-    xm, ym, zm = xf * l, yf * w, zf * h
-    side = axis == 1
-    front = (axis == 0) & (sign > 0)
-    back = (axis == 0) & (sign < 0)
-    top = (axis == 2) & (sign > 0)
+    f = _Hits(cls=obj.cls, l=l, w=w, axis=axis, xf=xf, yf=yf, zf=zf, xm=xf * l, ym=yf * w, zm=zf * h,
+              side=axis == 1, front=(axis == 0) & (sign > 0), back=(axis == 0) & (sign < 0),
+              top=(axis == 2) & (sign > 0))
     col = np.empty((n, 3))
-    cls = obj.cls
     body = np.array(st.get("body", (150.0, 150.0, 150.0)))
     col[:] = body
-    glass = np.array([48.0, 58.0, 72.0])
-    black = np.array([22.0, 22.0, 24.0])
-
-    if cls == "car":
-        cabin = (zf > 0.58) & (zf < 0.93)
-        g = cabin & ((side & (np.abs(xf) < 0.34) & (np.abs(xf + 0.02) > 0.025)) | ((front | back) & (np.abs(yf) < 0.42)))
-        col[g] = glass
-        col[(zf < 0.13)] = body * 0.45
-        wh = side & _wheels(xm, zm, l, (l / 2 - 0.85, -l / 2 + 0.85), 0.34)
-        col[wh] = black
-        col[front & (zf > 0.22) & (zf < 0.36) & (np.abs(yf) < 0.25)] = (40.0, 40.0, 42.0)
-        col[front & (zf > 0.4) & (zf < 0.52) & (np.abs(yf) > 0.28) & (np.abs(yf) < 0.46)] = (250.0, 248.0, 228.0)
-        col[back & (zf > 0.42) & (zf < 0.55) & (np.abs(yf) > 0.3) & (np.abs(yf) < 0.47)] = (200.0, 18.0, 18.0)
-        col[top & (xf > -0.32) & (xf < 0.22)] = body * 0.85
-    elif cls == "truck":
-        cab = xm > l / 2 - 2.2
-        cargo = np.array(st["cargo"])
-        col[~cab] = cargo
-        rib = side & ~cab & (np.mod(xm, 0.55) < 0.06)
-        col[rib] = cargo * 0.8
-        col[(cab & (zm > 1.55) & (zm < 2.3) & ((front & (np.abs(yf) < 0.44)) | (side & (xm > l / 2 - 1.6))))] = glass
-        col[zm < 0.95] = (48.0, 48.0, 50.0)
-        col[side & _wheels(xm, zm, l, (l / 2 - 1.1, -l / 2 + 1.2, -l / 2 + 2.3), 0.5)] = black
-        col[front & (zm > 0.7) & (zm < 0.95) & (np.abs(yf) > 0.3)] = (250.0, 248.0, 228.0)
-        col[back & (zm > 0.75) & (zm < 0.95) & (np.abs(yf) > 0.33)] = (200.0, 18.0, 18.0)
-    elif cls == "bus":
-        win = side & (zf > 0.5) & (zf < 0.82) & (np.mod(xm, 1.3) > 0.14) & (xm < l / 2 - 1.0)
-        col[win] = glass
-        col[front & (zf > 0.33) & (zf < 0.88) & (np.abs(yf) < 0.45)] = glass
-        col[back & (zf > 0.55) & (zf < 0.85) & (np.abs(yf) < 0.42)] = glass
-        col[(zf > 0.4) & (zf < 0.44) & ~top] = (190.0, 30.0, 30.0)
-        col[front & (zf > 0.9) & (zf < 0.96) & (np.abs(yf) < 0.35)] = (250.0, 150.0, 30.0)
-        col[zm < 0.35] = (30.0, 30.0, 32.0)
-        col[side & _wheels(xm, zm, l, (l / 2 - 2.6, -l / 2 + 3.0), 0.5)] = black
-        col[front & (zm > 0.45) & (zm < 0.7) & (np.abs(yf) > 0.3)] = (250.0, 248.0, 228.0)
-    elif cls == "trailer":
-        col[side & (np.mod(xm, 0.6) < 0.07)] = body * 0.78
-        tape = side & (zm > 1.15) & (zm < 1.27)
-        col[tape] = np.where((np.mod(xm, 0.6) < 0.3)[tape, None], (210.0, 30.0, 30.0), (240.0, 240.0, 240.0))
-        col[back & (np.abs(ym) < 0.03)] = (60.0, 60.0, 62.0)
-        col[zm < 1.15] = (36.0, 36.0, 38.0)
-        col[side & _wheels(xm, zm, l, (-l / 2 + 1.0, -l / 2 + 2.1), 0.5)] = black
-    elif cls == "construction_vehicle":
-        cab = (xf < 0.05) & (zf > 0.55)
-        col[cab & (side | back) & (np.mod(xm + l, 1.0) > 0.12) & (zf < 0.93)] = glass
-        col[front & (zf < 0.55)] = (85.0, 85.0, 88.0)
-        col[side & _wheels(xm, zm, l, (l / 2 - 1.2, -l / 2 + 1.2), 0.75)] = black
-        haz = back & (zf < 0.3)
-        col[haz] = np.where((np.mod(ym + zm, 0.5) < 0.25)[haz, None], black, (245.0, 200.0, 20.0))
-        col[top & (xf < 0.05)] = body * 0.8
-    elif cls == "pedestrian":
-        col[:] = st["shirt"]
-        col[zf < 0.5] = st["pants"]
-        col[(zf < 0.5) & (axis == 0) & (np.abs(yf) < 0.05)] = np.array(st["pants"]) * 0.55
-        col[zf < 0.05] = black
-        head = zf > 0.86
-        col[head] = st["skin"]
-        col[head & (back | top | (zf > 0.95))] = (45.0, 32.0, 22.0)
-    elif cls in ("motorcycle", "bicycle"):
-        r = 0.32 if cls == "motorcycle" else 0.34
-        wc = (l / 2 - r - 0.02, -l / 2 + r + 0.02)
-        wheel = side & _wheels(xm, zm, l, wc, r)
-        low = zf < (0.42 if cls == "motorcycle" else 0.5)
-        col[low] = (95.0, 95.0, 98.0) if cls == "motorcycle" else np.array(st["body"]) * 0.9
-        if cls == "bicycle":
-            inner = side & _wheels(xm, zm, l, wc, r - 0.06)
-            col[wheel] = black
-            col[inner] = (150.0, 150.0, 150.0)
-        else:
-            col[wheel] = black
-        if st.get("rider"):
-            rider = (zf > 0.55) & (np.abs(xm + 0.05 * l) < 0.3)
-            col[(zf > 0.55) & ~rider] = np.array(st["body"]) * 0.6
-            col[rider] = st["shirt"]
-            col[rider & (zf > 0.85)] = st["helmet"]
-        else:
-            col[zf > 0.62] = (70.0, 70.0, 72.0)
-    elif cls == "barrier":
-        stripe = np.array(st["stripe"])
-        odd = np.mod(np.floor((ym + w / 2) / 0.5), 2) == 1
-        col[:] = (238.0, 238.0, 236.0)
-        col[odd] = stripe
-        col[top] = (238.0, 238.0, 236.0)
-        col[zf < 0.12] = (110.0, 110.0, 112.0)
-    elif cls == "traffic_cone":
-        col[(zf > 0.5) & (zf < 0.7)] = (245.0, 245.0, 245.0)
-        col[zf < 0.07] = black
+    paint = _PAINTERS.get(obj.cls)
+    if paint is not None:
+        paint(col, f, st, body)
     return col
+
+
+def _paint_car(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Glass cabin, dark sills, wheels, grille, head- and tail-lights, roof."""
+    xf, yf, zf, xm, zm, l = f.xf, f.yf, f.zf, f.xm, f.zm, f.l
+    side, front, back, top = f.side, f.front, f.back, f.top
+    cabin = (zf > 0.58) & (zf < 0.93)
+    g = cabin & ((side & (np.abs(xf) < 0.34) & (np.abs(xf + 0.02) > 0.025)) | ((front | back) & (np.abs(yf) < 0.42)))
+    col[g] = _GLASS
+    col[(zf < 0.13)] = body * 0.45
+    wh = side & _wheels(xm, zm, l, (l / 2 - 0.85, -l / 2 + 0.85), 0.34)
+    col[wh] = _BLACK
+    col[front & (zf > 0.22) & (zf < 0.36) & (np.abs(yf) < 0.25)] = (40.0, 40.0, 42.0)
+    col[front & (zf > 0.4) & (zf < 0.52) & (np.abs(yf) > 0.28) & (np.abs(yf) < 0.46)] = (250.0, 248.0, 228.0)
+    col[back & (zf > 0.42) & (zf < 0.55) & (np.abs(yf) > 0.3) & (np.abs(yf) < 0.47)] = (200.0, 18.0, 18.0)
+    col[top & (xf > -0.32) & (xf < 0.22)] = body * 0.85
+
+
+def _paint_truck(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Cab in the body colour, ribbed cargo box, windscreen, chassis, wheels, lights."""
+    yf, xm, zm, side, front, back, l = f.yf, f.xm, f.zm, f.side, f.front, f.back, f.l
+    cab = xm > l / 2 - 2.2
+    cargo = np.array(st["cargo"])
+    col[~cab] = cargo
+    rib = side & ~cab & (np.mod(xm, 0.55) < 0.06)
+    col[rib] = cargo * 0.8
+    col[(cab & (zm > 1.55) & (zm < 2.3) & ((front & (np.abs(yf) < 0.44)) | (side & (xm > l / 2 - 1.6))))] = _GLASS
+    col[zm < 0.95] = (48.0, 48.0, 50.0)
+    col[side & _wheels(xm, zm, l, (l / 2 - 1.1, -l / 2 + 1.2, -l / 2 + 2.3), 0.5)] = _BLACK
+    col[front & (zm > 0.7) & (zm < 0.95) & (np.abs(yf) > 0.3)] = (250.0, 248.0, 228.0)
+    col[back & (zm > 0.75) & (zm < 0.95) & (np.abs(yf) > 0.33)] = (200.0, 18.0, 18.0)
+
+
+def _paint_bus(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Window band, windscreens, red stripe, destination sign, wheels, headlights."""
+    yf, zf, xm, zm, l = f.yf, f.zf, f.xm, f.zm, f.l
+    side, front, back, top = f.side, f.front, f.back, f.top
+    win = side & (zf > 0.5) & (zf < 0.82) & (np.mod(xm, 1.3) > 0.14) & (xm < l / 2 - 1.0)
+    col[win] = _GLASS
+    col[front & (zf > 0.33) & (zf < 0.88) & (np.abs(yf) < 0.45)] = _GLASS
+    col[back & (zf > 0.55) & (zf < 0.85) & (np.abs(yf) < 0.42)] = _GLASS
+    col[(zf > 0.4) & (zf < 0.44) & ~top] = (190.0, 30.0, 30.0)
+    col[front & (zf > 0.9) & (zf < 0.96) & (np.abs(yf) < 0.35)] = (250.0, 150.0, 30.0)
+    col[zm < 0.35] = (30.0, 30.0, 32.0)
+    col[side & _wheels(xm, zm, l, (l / 2 - 2.6, -l / 2 + 3.0), 0.5)] = _BLACK
+    col[front & (zm > 0.45) & (zm < 0.7) & (np.abs(yf) > 0.3)] = (250.0, 248.0, 228.0)
+
+
+def _paint_trailer(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Ribbed sides, red/white reflective tape, rear doors, chassis, wheels."""
+    xm, ym, zm, side, back, l = f.xm, f.ym, f.zm, f.side, f.back, f.l
+    col[side & (np.mod(xm, 0.6) < 0.07)] = body * 0.78
+    tape = side & (zm > 1.15) & (zm < 1.27)
+    col[tape] = np.where((np.mod(xm, 0.6) < 0.3)[tape, None], (210.0, 30.0, 30.0), (240.0, 240.0, 240.0))
+    col[back & (np.abs(ym) < 0.03)] = (60.0, 60.0, 62.0)
+    col[zm < 1.15] = (36.0, 36.0, 38.0)
+    col[side & _wheels(xm, zm, l, (-l / 2 + 1.0, -l / 2 + 2.1), 0.5)] = _BLACK
+
+
+def _paint_construction_vehicle(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Glazed cab, grey front, big wheels, hazard stripes at the back."""
+    xf, zf, xm, ym, zm, l = f.xf, f.zf, f.xm, f.ym, f.zm, f.l
+    side, front, back, top = f.side, f.front, f.back, f.top
+    cab = (xf < 0.05) & (zf > 0.55)
+    col[cab & (side | back) & (np.mod(xm + l, 1.0) > 0.12) & (zf < 0.93)] = _GLASS
+    col[front & (zf < 0.55)] = (85.0, 85.0, 88.0)
+    col[side & _wheels(xm, zm, l, (l / 2 - 1.2, -l / 2 + 1.2), 0.75)] = _BLACK
+    haz = back & (zf < 0.3)
+    col[haz] = np.where((np.mod(ym + zm, 0.5) < 0.25)[haz, None], _BLACK, (245.0, 200.0, 20.0))
+    col[top & (xf < 0.05)] = body * 0.8
+
+
+def _paint_pedestrian(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Shirt, trousers (legs split), shoes, head with hair."""
+    yf, zf, back, top, axis = f.yf, f.zf, f.back, f.top, f.axis
+    col[:] = st["shirt"]
+    col[zf < 0.5] = st["pants"]
+    col[(zf < 0.5) & (axis == 0) & (np.abs(yf) < 0.05)] = np.array(st["pants"]) * 0.55
+    col[zf < 0.05] = _BLACK
+    head = zf > 0.86
+    col[head] = st["skin"]
+    col[head & (back | top | (zf > 0.95))] = (45.0, 32.0, 22.0)
+
+
+def _paint_cycle(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """Frame, wheels (bicycles with light rims), rider or an empty seat."""
+    zf, xm, zm, side, l = f.zf, f.xm, f.zm, f.side, f.l
+    cls = f.cls
+    r = 0.32 if cls == "motorcycle" else 0.34
+    wc = (l / 2 - r - 0.02, -l / 2 + r + 0.02)
+    wheel = side & _wheels(xm, zm, l, wc, r)
+    low = zf < (0.42 if cls == "motorcycle" else 0.5)
+    col[low] = (95.0, 95.0, 98.0) if cls == "motorcycle" else np.array(st["body"]) * 0.9
+    if cls == "bicycle":
+        inner = side & _wheels(xm, zm, l, wc, r - 0.06)
+        col[wheel] = _BLACK
+        col[inner] = (150.0, 150.0, 150.0)
+    else:
+        col[wheel] = _BLACK
+    if st.get("rider"):
+        rider = (zf > 0.55) & (np.abs(xm + 0.05 * l) < 0.3)
+        col[(zf > 0.55) & ~rider] = np.array(st["body"]) * 0.6
+        col[rider] = st["shirt"]
+        col[rider & (zf > 0.85)] = st["helmet"]
+    else:
+        col[zf > 0.62] = (70.0, 70.0, 72.0)
+
+
+def _paint_barrier(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """White with 0.5 m stripes of the style colour, grey feet."""
+    zf, ym, top, w = f.zf, f.ym, f.top, f.w
+    stripe = np.array(st["stripe"])
+    odd = np.mod(np.floor((ym + w / 2) / 0.5), 2) == 1
+    col[:] = (238.0, 238.0, 236.0)
+    col[odd] = stripe
+    col[top] = (238.0, 238.0, 236.0)
+    col[zf < 0.12] = (110.0, 110.0, 112.0)
+
+
+def _paint_traffic_cone(col: NDArray[np.float64], f: _Hits, st: dict, body: NDArray[np.float64]) -> None:
+    """White reflective band, black base."""
+    zf = f.zf
+    col[(zf > 0.5) & (zf < 0.7)] = (245.0, 245.0, 245.0)
+    col[zf < 0.07] = _BLACK
+
+
+_PAINTERS = {
+    "car": _paint_car,
+    "truck": _paint_truck,
+    "bus": _paint_bus,
+    "trailer": _paint_trailer,
+    "construction_vehicle": _paint_construction_vehicle,
+    "pedestrian": _paint_pedestrian,
+    "motorcycle": _paint_cycle,
+    "bicycle": _paint_cycle,
+    "barrier": _paint_barrier,
+    "traffic_cone": _paint_traffic_cone,
+}
+"""Class -> painter of its details over the body colour (other classes stay plain body colour)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,24 +600,27 @@ class Renderer:
         n = len(objs)
         visible = np.zeros(n, dtype=np.int64)
         total = np.zeros(n, dtype=np.int64)
+        boxes = [_camera_box(obj, g2c, t_obj) for obj in objs]
+        self._cast_shadows(cam, boxes, g2c, rgb, depth, ground)
+        hz = np.array(self.world.palette["sky_horizon"])
+        if self.look is not None:  # the haze colour as the recoloured background shows it
+            hz = np.clip(hz @ self.look.background_matrix.T, 0.0, 255.0)
+        for oi, (obj, box) in enumerate(zip(objs, boxes)):
+            total[oi] += self._draw_object(cam, oi, obj, box, rgb, depth, ids, hz)
+        if n:
+            cnt = np.bincount(ids[ids >= 0], minlength=n)
+            visible[:] = cnt[:n]
+        image = self._camera_response(rgb, cam_name, noise_seed)
+        return RenderResult(image=image, ids=ids, depth=depth.astype(np.float32), visible=visible, total=total)
+
+    def _cast_shadows(self, cam: CameraModel, boxes: list[_CameraBox], g2c: NDArray[np.float64],
+                      rgb: NDArray[np.float64], depth: NDArray, ground: NDArray[np.bool_]) -> None:
+        """Darken the ground pixels whose ray to the sun passes through a box (in place)."""
+        H, W = depth.shape
         sun_c = g2c[:3, :3] @ self.world.sun
         shadow_factor = self.ambient / (self.ambient + self.diffuse * self.world.sun[2])
-
-        boxes = []
-        for obj in objs:
-            x, y = obj.xy(t_obj)
-            l, w, h = obj.size
-            rot = g2c[:3, :3] @ _rot_z(obj.yaw)
-            centre = g2c[:3, :3] @ np.array([x, y, h / 2]) + g2c[:3, 3]
-            half = np.array([l / 2, w / 2, h / 2])
-            boxes.append((rot, centre, half))
-
-        # cast shadows on the ground
-        for obj, (rot, centre, half) in zip(objs, boxes):
-            sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * half[0]
-            sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * half[1]
-            sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1]) * half[2]
-            corners_l = np.stack([sx, sy, sz], -1)
+        for rot, centre, half in boxes:
+            corners_l = _box_corners(half)
             # shadow footprint on the ground (global z = 0): local corners pushed along -sun
             sun_l = rot.T @ sun_c
             lift = corners_l[:, 2] + half[2]  # height above ground
@@ -544,58 +646,54 @@ class Renderer:
                 flat[idx] *= shadow_factor
                 rgb[r0:r1, c0:c1] = flat.reshape(sub.shape)
 
-        # objects
-        hz = np.array(self.world.palette["sky_horizon"])
-        if self.look is not None:  # the haze colour as the recoloured background shows it
-            hz = np.clip(hz @ self.look.background_matrix.T, 0.0, 255.0)
-        for oi, (obj, (rot, centre, half)) in enumerate(zip(objs, boxes)):
-            sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * half[0]
-            sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * half[1]
-            sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1]) * half[2]
-            corners = np.stack([sx, sy, sz], -1) @ rot.T + centre
-            rect = _clip_rect(corners, cam.K, W, H)
-            if rect is None:
-                continue
-            r0, r1, c0, c1 = rect
-            rays = cam.rays_cam[r0:r1, c0:c1].astype(np.float64)
-            d_l = rays @ rot
-            o_l = -(centre @ rot)
-            tn, tf, axis = _slab(np.broadcast_to(o_l, d_l.shape), d_l, half)
-            hit = (tn <= tf) & (tn > NEAR)
-            cnt = int(hit.sum())
-            if cnt == 0:
-                continue
-            total[oi] += cnt
-            dsub = depth[r0:r1, c0:c1]
-            win = hit & (tn < dsub)
-            if not win.any():
-                continue
-            tw = tn[win]
-            ax = axis[win]
-            dl = d_l[win]
-            sign = -np.sign(np.take_along_axis(dl, ax[:, None], -1)[:, 0])
-            p = o_l + tw[:, None] * dl
-            hn = np.clip(p / (2 * half), -0.5, 0.5)
-            base = object_colors(obj, ax, sign, hn)
-            if obj.style.get("look") is not None:
-                base = self._styled_object(base, obj, ax, hn)
-            nl = np.zeros((ax.size, 3))
-            nl[np.arange(ax.size), ax] = sign
-            ng = nl @ _rot_z(obj.yaw).T
-            light = self.ambient + self.diffuse * np.clip(ng @ self.world.sun, 0.0, None)
-            col = base * light[:, None]
-            dist = tw * cam.ray_norm[r0:r1, c0:c1][win]
-            fog = 1.0 - np.exp(-dist / self.haze_m)
-            col = col * (1 - fog[:, None]) + hz * fog[:, None]
-            sub_rgb = rgb[r0:r1, c0:c1]
-            sub_rgb[win] = col
-            dsub[win] = tw
-            ids[r0:r1, c0:c1][win] = oi
+    def _draw_object(self, cam: CameraModel, oi: int, obj: SynthObject, box: _CameraBox, rgb: NDArray[np.float64],
+                     depth: NDArray, ids: NDArray[np.int32], hz: NDArray[np.float64]) -> int:
+        """Ray-cast one box into the image where it is nearer than what is there (``rgb``, ``depth``
+        and ``ids`` updated in place: shaded, hazed colour); returns its pixel count unoccluded."""
+        rot, centre, half = box
+        H, W = depth.shape
+        corners = _box_corners(half) @ rot.T + centre
+        rect = _clip_rect(corners, cam.K, W, H)
+        if rect is None:
+            return 0
+        r0, r1, c0, c1 = rect
+        rays = cam.rays_cam[r0:r1, c0:c1].astype(np.float64)
+        d_l = rays @ rot
+        o_l = -(centre @ rot)
+        tn, tf, axis = _slab(np.broadcast_to(o_l, d_l.shape), d_l, half)
+        hit = (tn <= tf) & (tn > NEAR)
+        cnt = int(hit.sum())
+        if cnt == 0:
+            return 0
+        dsub = depth[r0:r1, c0:c1]
+        win = hit & (tn < dsub)
+        if not win.any():
+            return cnt
+        tw = tn[win]
+        ax = axis[win]
+        dl = d_l[win]
+        sign = -np.sign(np.take_along_axis(dl, ax[:, None], -1)[:, 0])
+        p = o_l + tw[:, None] * dl
+        hn = np.clip(p / (2 * half), -0.5, 0.5)
+        base = object_colors(obj, ax, sign, hn)
+        if obj.style.get("look") is not None:
+            base = self._styled_object(base, obj, ax, hn)
+        nl = np.zeros((ax.size, 3))
+        nl[np.arange(ax.size), ax] = sign
+        ng = nl @ _rot_z(obj.yaw).T
+        light = self.ambient + self.diffuse * np.clip(ng @ self.world.sun, 0.0, None)
+        col = base * light[:, None]
+        dist = tw * cam.ray_norm[r0:r1, c0:c1][win]
+        fog = 1.0 - np.exp(-dist / self.haze_m)
+        col = col * (1 - fog[:, None]) + hz * fog[:, None]
+        sub_rgb = rgb[r0:r1, c0:c1]
+        sub_rgb[win] = col
+        dsub[win] = tw
+        ids[r0:r1, c0:c1][win] = oi
+        return cnt
 
-        if n:
-            cnt = np.bincount(ids[ids >= 0], minlength=n)
-            visible[:] = cnt[:n]
-        img = rgb
+    def _camera_response(self, img: NDArray[np.float64], cam_name: str, noise_seed) -> NDArray[np.uint8]:
+        """Blur and sensor noise of the default look (or the style's camera response), to uint8."""
         if self.look is None:  # the default look: exactly the original camera model
             img = cv2.GaussianBlur(img.astype(np.float32), (3, 3), 0.6)
             if noise_seed is not None:
@@ -603,5 +701,4 @@ class Renderer:
                 img = img + 2.0 * rng.standard_normal(img.shape, dtype=np.float32)
         else:
             img = self._styled_camera(img, cam_name, noise_seed)
-        image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-        return RenderResult(image=image, ids=ids, depth=depth.astype(np.float32), visible=visible, total=total)
+        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
