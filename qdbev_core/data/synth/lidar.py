@@ -74,16 +74,26 @@ class Lidar:
         ego2global = world.ego.matrix(t)
         ex, ey = ego2global[0, 3], ego2global[1, 3]
         eyaw = math.atan2(ego2global[1, 0], ego2global[0, 0])
-        best = np.full((N_BEAMS, self.n_az), np.inf)
+        best = np.full((N_BEAMS, self.n_az), np.inf)  # range of the nearest hit per beam, metres
         who = np.full((N_BEAMS, self.n_az), -3, dtype=np.int64)  # -1 ground, -2 building, -3 none
+        self._hit_ground(best, who)
+        self._hit_buildings(world, ex, ey, eyaw, best, who)
+        for oi, obj in enumerate(objs):
+            self._hit_object(oi, obj, t, ex, ey, eyaw, best, who)
+        return self._returns(best, who, objs, rng)
+
+    def _hit_ground(self, best: NDArray[np.float64], who: NDArray[np.int64]) -> None:
+        d = self.dirs
+        with np.errstate(divide="ignore"):
+            tg = np.where(d[..., 2] < -1e-6, -self.origin[2] / d[..., 2], np.inf)
+        best[...] = np.minimum(best, tg)
+        who[np.isfinite(tg)] = -1
+
+    def _hit_buildings(self, world: World, ex: float, ey: float, eyaw: float, best: NDArray[np.float64],
+                       who: NDArray[np.int64]) -> None:
+        """Building fronts, intersected in the road frame."""
         d = self.dirs
         o = self.origin
-        # ground
-        with np.errstate(divide="ignore"):
-            tg = np.where(d[..., 2] < -1e-6, -o[2] / d[..., 2], np.inf)
-        best = np.minimum(best, tg)
-        who[np.isfinite(tg)] = -1
-        # building fronts (road frame)
         road = world.road
         alpha = eyaw - road.theta
         c, s = math.cos(alpha), math.sin(alpha)
@@ -112,36 +122,44 @@ class Lidar:
                 ok &= (z >= 0) & (z <= hgt) & (tt < best)
                 best[ok] = tt[ok]
                 who[ok] = -2
-        # objects (ego frame)
+
+    def _hit_object(self, oi: int, obj: SynthObject, t: float, ex: float, ey: float, eyaw: float,
+                    best: NDArray[np.float64], who: NDArray[np.int64]) -> None:
+        """Object ``oi``'s box, intersected in the ego frame within its beam / azimuth window."""
+        d = self.dirs
         ci, si = math.cos(-eyaw), math.sin(-eyaw)
-        for oi, obj in enumerate(objs):
-            gx, gy = obj.xy(t)
-            dx, dy = gx - ex, gy - ey
-            cen = np.array([ci * dx - si * dy, si * dx + ci * dy, obj.size[2] / 2])
-            yaw_e = obj.yaw - eyaw
-            half = obj.size / 2
-            cy_, sy_ = math.cos(yaw_e), math.sin(yaw_e)
-            rot = np.array([[cy_, -sy_, 0.0], [sy_, cy_, 0.0], [0.0, 0.0, 1.0]])
-            sx = np.array([1, 1, -1, -1]) * half[0]
-            sy = np.array([1, -1, -1, 1]) * half[1]
-            corners = np.stack([sx, sy, np.zeros(4)], -1) @ rot.T + cen
-            rows, cols = self._windows(cen, corners, half[2])
-            if rows.size == 0 or cols.size == 0:
-                continue
-            sub = d[np.ix_(rows, cols)]
-            d_l = sub @ rot
-            o_l = (o - cen) @ rot
-            tn, tf, _ = _slab(np.broadcast_to(o_l, d_l.shape), d_l, half)
-            hit = (tn <= tf) & (tn > 0.0)
-            if not hit.any():
-                continue
-            cur = best[np.ix_(rows, cols)]
-            win = hit & (tn < cur)
-            if win.any():
-                rr, cc = np.nonzero(win)
-                best[rows[rr], cols[cc]] = tn[win]
-                who[rows[rr], cols[cc]] = oi
-        # returns: range limit, dropout, ego body
+        gx, gy = obj.xy(t)
+        dx, dy = gx - ex, gy - ey
+        cen = np.array([ci * dx - si * dy, si * dx + ci * dy, obj.size[2] / 2])
+        yaw_e = obj.yaw - eyaw
+        half = obj.size / 2
+        cy_, sy_ = math.cos(yaw_e), math.sin(yaw_e)
+        rot = np.array([[cy_, -sy_, 0.0], [sy_, cy_, 0.0], [0.0, 0.0, 1.0]])
+        sx = np.array([1, 1, -1, -1]) * half[0]
+        sy = np.array([1, -1, -1, 1]) * half[1]
+        corners = np.stack([sx, sy, np.zeros(4)], -1) @ rot.T + cen
+        rows, cols = self._windows(cen, corners, half[2])
+        if rows.size == 0 or cols.size == 0:
+            return
+        sub = d[np.ix_(rows, cols)]
+        d_l = sub @ rot
+        o_l = (self.origin - cen) @ rot
+        tn, tf, _ = _slab(np.broadcast_to(o_l, d_l.shape), d_l, half)
+        hit = (tn <= tf) & (tn > 0.0)
+        if not hit.any():
+            return
+        cur = best[np.ix_(rows, cols)]
+        win = hit & (tn < cur)
+        if win.any():
+            rr, cc = np.nonzero(win)
+            best[rows[rr], cols[cc]] = tn[win]
+            who[rows[rr], cols[cc]] = oi
+
+    def _returns(self, best: NDArray[np.float64], who: NDArray[np.int64], objs: list[SynthObject],
+                 rng: np.random.Generator | None):
+        """Range limit, dropout and range noise, the ego's own body removed; intensities and rings."""
+        d = self.dirs
+        o = self.origin
         valid = np.isfinite(best) & (best <= self.max_range)
         rng_noise = 0.0
         if rng is not None:

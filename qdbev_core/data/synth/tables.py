@@ -121,19 +121,28 @@ def scene_tables(world: World, width: int, height: int, ann_stats: dict[tuple[in
 
     ``ann_stats[(k, object_index)] = (visibility_token, num_lidar_pts, num_radar_pts)``.
     """
-    tok = world.token
-    tm = world.timing
-    k_all = world.n_samples
-    log_tok = tok("log")
-    scene_tok = tok("scene")
     rows: dict[str, list[dict]] = {t: [] for t in TABLE_NAMES}
-    when = _dt.datetime.fromtimestamp(tm.base_us // 1_000_000, tz=_dt.timezone.utc)
+    _log_and_map_rows(world, rows)
+    cs_tok = _calibrated_sensor_rows(world, width, height, rows)
+    sample_tok = _sample_rows(world, width, height, cs_tok, rows)
+    _scene_row(world, sample_tok, rows)
+    _annotation_rows(world, ann_stats, sample_tok, rows)
+    return rows
+
+
+def _log_and_map_rows(world: World, rows: dict[str, list[dict]]) -> None:
+    log_tok = world.token("log")
+    when = _dt.datetime.fromtimestamp(world.timing.base_us // 1_000_000, tz=_dt.timezone.utc)
     rows["log"].append({"token": log_tok, "logfile": log_name(world), "vehicle": "synth-zoe",
                         "date_captured": f"{when:%Y-%m-%d}", "location": "synth-city"})
-    rows["map"].append({"token": tok("map"), "log_tokens": [log_tok], "category": "semantic_prior",
+    rows["map"].append({"token": world.token("map"), "log_tokens": [log_tok], "category": "semantic_prior",
                         "filename": map_filename(world)})
 
-    # calibrated sensors (one set per log, like nuScenes)
+
+def _calibrated_sensor_rows(world: World, width: int, height: int, rows: dict[str, list[dict]]) -> dict[str, str]:
+    """One calibrated sensor per camera (intrinsics scaled to ``width`` x ``height`` pixels) and
+    LIDAR_TOP, one set per log like nuScenes; returns their tokens by channel."""
+    tok = world.token
     cs_tok = {}
     for cam in CAMERA_NAMES:
         calib = NUSCENES_RIG[cam]
@@ -150,7 +159,16 @@ def scene_tables(world: World, width: int, height: int, ann_stats: dict[tuple[in
         "token": cs_tok[LIDAR], "sensor_token": shared_token("sensor", LIDAR),
         "translation": list(LIDAR_TOP_TRANSLATION), "rotation": list(LIDAR_TOP_ROTATION), "camera_intrinsic": [],
     })
+    return cs_tok
 
+
+def _sample_rows(world: World, width: int, height: int, cs_tok: dict[str, str],
+                 rows: dict[str, list[dict]]) -> list[str]:
+    """Samples and, per key frame and channel, its sample_data and ego pose; returns the sample tokens."""
+    tok = world.token
+    tm = world.timing
+    k_all = world.n_samples
+    scene_tok = tok("scene")
     sample_tok = [tok("sample", k) for k in range(k_all)]
     channels = list(CAMERA_NAMES) + [LIDAR]
     for k in range(k_all):
@@ -175,17 +193,26 @@ def scene_tables(world: World, width: int, height: int, ann_stats: dict[tuple[in
                 "prev": tok("sample_data", ch, k - 1) if k > 0 else "",
                 "next": tok("sample_data", ch, k + 1) if k + 1 < k_all else "",
             })
+    return sample_tok
+
+
+def _scene_row(world: World, sample_tok: list[str], rows: dict[str, list[dict]]) -> None:
     rows["scene"].append({
-        "token": scene_tok, "log_token": log_tok, "nbr_samples": k_all, "first_sample_token": sample_tok[0],
-        "last_sample_token": sample_tok[-1], "name": world.name,
+        "token": world.token("scene"), "log_token": world.token("log"), "nbr_samples": world.n_samples,
+        "first_sample_token": sample_tok[0], "last_sample_token": sample_tok[-1], "name": world.name,
         "description": f"SynthScenes seed {world.seed} scene {world.index}: ego {world.ego.kind}, "
                        f"{world.road.n_lanes} lane(s) per direction"
                        + (", intersection" if world.road.cross_u is not None else ""),
     })
 
+
+def _annotation_rows(world: World, ann_stats: dict[tuple[int, int], tuple[str, int, int]], sample_tok: list[str],
+                     rows: dict[str, list[dict]]) -> None:
+    """Instances, and their annotations grouped by sample (key frame order)."""
+    tok = world.token
     attr_tok = {n: shared_token("attribute", n) for n, _ in ATTRIBUTES}
     cat_tok = {n: shared_token("category", n) for n, _ in CATEGORIES}
-    anns_by_sample: dict[int, list[dict]] = {k: [] for k in range(k_all)}
+    anns_by_sample: dict[int, list[dict]] = {k: [] for k in range(world.n_samples)}
     for obj in world.objects:
         ks = obj.samples
         ann_toks = [tok("sample_annotation", obj.index, k) for k in ks]
@@ -204,9 +231,8 @@ def scene_tables(world: World, width: int, height: int, ann_stats: dict[tuple[in
                 "prev": ann_toks[j - 1] if j > 0 else "", "next": ann_toks[j + 1] if j + 1 < len(ks) else "",
                 "num_lidar_pts": int(n_lidar), "num_radar_pts": int(n_radar),
             })
-    for k in range(k_all):
+    for k in range(world.n_samples):
         rows["sample_annotation"].extend(anns_by_sample[k])
-    return rows
 
 
 def write_map(world: World, root: Path) -> None:
