@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,31 @@ def training_step_losses(model, criterion, batch: dict, temporal: bool, qat: Qat
     return losses
 
 
+@dataclass
+class _Run:
+    """One training invocation: where it runs, what it trains and with what."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    model_cfg: ModelConfig
+    model: BEVDetector
+    qat: QatRun | None
+    criterion: DetectionLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    dataset: DetectionDataset
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
     """Train (or resume) the run in ``cfg.out``; returns the last logged metrics.
 
@@ -128,6 +154,54 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     """
     from tqdm import tqdm
 
+    run = _build_run(cfg)
+    start = _resume_or_initialize(run)
+    ddp = run.world > 1
+    net = torch.nn.parallel.DistributedDataParallel(run.model, find_unused_parameters=True) if ddp else run.model
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    loader = _loader(run, start, end)
+    if run.rank == 0:
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "config.json").write_text(
+            json.dumps({"train": cfg.to_dict(), "model": run.model_cfg.to_dict()}, indent=2) + "\n")
+    metrics_path = run.out / "metrics.csv"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (run.device.type == "cuda" and cfg.amp) else None
+    run.model.train()
+    last: dict = {}
+    t_last = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.model_cfg.name}", unit="step",
+               disable=not progress or run.rank != 0, dynamic_ncols=True)
+    step = start
+    for batch in loader:
+        batch = _to(batch, run.device)
+        if run.qat is not None and run.qat.on_step(step, batch) and run.rank == 0:
+            _append_csv(metrics_path, {"step": step, "qat_stage": run.qat.stage_at(step)})
+        losses, gnorm = _optimizer_step(run, net, batch, step, autocast)
+        step += 1
+        bar.update(1)
+        if run.rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            now = time.perf_counter()
+            row = _log_row(run, step, losses, gnorm, (now - t_last) / cfg.log_every)
+            t_last = now
+            _append_csv(metrics_path, row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            last.update(row)
+        if step % cfg.ckpt_every == 0 or step == end:
+            _save_checkpoint(run.model, run.optimizer, run.scheduler, step, cfg, run.model_cfg, run.ckpt_path,
+                             run.rank, run.world, last, run.qat)
+        if run.rank == 0 and cfg.eval_split and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            _evaluate_at(run, step, metrics_path, last, progress)
+    bar.close()
+    if run.rank == 0 and step == cfg.steps:
+        plot_curves(metrics_path, run.out / "curves.png",
+                    title=f"{run.model_cfg.name} fp32 training (SynthScenes, synthetic data)")
+    if ddp:
+        dist.barrier()
+    return last
+
+
+def _device(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """``(rank, world size, device)``; joins the process group of a multi-process run."""
     rank, world, local = _dist_info()
     device = torch.device(cfg.device if not cfg.device.startswith("cuda") else f"cuda:{local}")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -136,16 +210,23 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoints" / "last.pt"
+    return rank, world, device
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    if cfg.qat is not None:  # the student has the teacher's architecture, whatever `nano` means today
+
+def _model_config(cfg: TrainConfig) -> ModelConfig:
+    """The config to train: a QAT student has its teacher's architecture, whatever ``nano`` means today."""
+    if cfg.qat is not None:
         from ..models_manifest import full_precision_file
 
-        model_cfg = ModelConfig.from_dict(full_precision_file(cfg.qat.teacher, "teacher")[2]["config"])
-    else:
-        model_cfg = get_config(cfg.model, **cfg.model_overrides)
+        return ModelConfig.from_dict(full_precision_file(cfg.qat.teacher, "teacher")[2]["config"])
+    return get_config(cfg.model, **cfg.model_overrides)
+
+
+def _build_run(cfg: TrainConfig) -> _Run:
+    """Model (identical initial weights on every rank), QAT wrapper, loss, optimizer, schedule, data."""
+    rank, world, device = _device(cfg)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model_cfg = _model_config(cfg)
     model = BEVDetector(model_cfg).to(device)
     qat = QatRun(cfg.qat, model, cfg.steps, device) if cfg.qat is not None else None
     criterion = DetectionLoss(model_cfg)
@@ -157,102 +238,100 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
     reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
-    data_cfg = data_config_for(cfg, tuple(model_cfg.image_size))
-    dataset = DetectionDataset(reader, data_cfg)
-    start = 0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    dataset = DetectionDataset(reader, data_config_for(cfg, tuple(model_cfg.image_size)))
+    return _Run(cfg=cfg, rank=rank, world=world, device=device, model_cfg=model_cfg, model=model, qat=qat,
+                criterion=criterion, optimizer=optimizer, scheduler=scheduler, dataset=dataset)
+
+
+def _resume_or_initialize(run: _Run) -> int:
+    """The step to start from: the checkpoint's (full state restored), else 0 after the warm start
+    or the QAT calibration, with this rank's own random stream from there on."""
+    cfg, rank = run.cfg, run.rank
+    if run.ckpt_path.is_file():
+        state = torch.load(run.ckpt_path, map_location="cpu", weights_only=True)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         start = int(state["step"])
         if rank == 0:
-            print(f"resuming {out} at step {start}", file=sys.stderr)
-    else:
-        if cfg.init_from and qat is None:
-            from .warm_start import warm_start
+            print(f"resuming {run.out} at step {start}", file=sys.stderr)
+        return start
+    if cfg.init_from and run.qat is None:
+        from .warm_start import warm_start
 
-            info = warm_start(model, cfg.init_from)
-            if rank == 0:
-                print(f"warm start from {info['source']} (sha256 {info['sha256'][:12]})", file=sys.stderr)
-        if qat is not None:
-            picks = np.linspace(0, len(dataset) - 1, qat.cfg.calib_batches * cfg.batch_size).round().astype(int)
-            calib = [_to(collate([dataset[(int(i), cfg.seed + int(i))] for i in picks[j:j + cfg.batch_size]]), device)
-                     for j in range(0, len(picks), cfg.batch_size)]
-            info = qat.initialize(calib)
-            if rank == 0:
-                print(f"QAT {qat.cfg.mode} {qat.spec.name}: calibrated {info['weights']} layers", file=sys.stderr)
-        torch.manual_seed(cfg.seed + 1000 * rank)
-    ddp = world > 1
-    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
+        info = warm_start(run.model, cfg.init_from)
+        if rank == 0:
+            print(f"warm start from {info['source']} (sha256 {info['sha256'][:12]})", file=sys.stderr)
+    if run.qat is not None:
+        _calibrate_qat(run)
+    torch.manual_seed(cfg.seed + 1000 * rank)
+    return 0
 
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    sampler = StepSampler(len(dataset), start, end, cfg.batch_size, rank, world, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+
+def _calibrate_qat(run: _Run) -> None:
+    """Initial quantizer steps from ``calib_batches`` batches spread evenly over the dataset."""
+    cfg, qat, dataset = run.cfg, run.qat, run.dataset
+    picks = np.linspace(0, len(dataset) - 1, qat.cfg.calib_batches * cfg.batch_size).round().astype(int)
+    calib = [_to(collate([dataset[(int(i), cfg.seed + int(i))] for i in picks[j:j + cfg.batch_size]]), run.device)
+             for j in range(0, len(picks), cfg.batch_size)]
+    info = qat.initialize(calib)
+    if run.rank == 0:
+        print(f"QAT {qat.cfg.mode} {qat.spec.name}: calibrated {info['weights']} layers", file=sys.stderr)
+
+
+def _loader(run: _Run, start: int, end: int) -> torch.utils.data.DataLoader:
+    """Batches of steps ``start..end`` for this rank (``StepSampler``: exact resume)."""
+    cfg = run.cfg
+    sampler = StepSampler(len(run.dataset), start, end, cfg.batch_size, run.rank, run.world, cfg.seed)
+    return torch.utils.data.DataLoader(
+        run.dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
         num_workers=cfg.num_workers, persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None,
     )
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": model_cfg.to_dict()}, indent=2) + "\n")
-    metrics_path = out / "metrics.csv"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (device.type == "cuda" and cfg.amp) else None
-    model.train()
-    last = {}
-    t_last = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model_cfg.name}", unit="step",
-               disable=not progress or rank != 0, dynamic_ncols=True)
-    step = start
-    for batch in loader:
-        batch = _to(batch, device)
-        if qat is not None and qat.on_step(step, batch) and rank == 0:
-            _append_csv(metrics_path, {"step": step, "qat_stage": qat.stage_at(step)})
-        if autocast is not None:
-            with autocast:
-                losses = training_step_losses(net, criterion, batch, cfg.temporal, qat)
-        else:
-            losses = training_step_losses(net, criterion, batch, cfg.temporal, qat)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise TrainingDiverged(
-                f"step {step}: loss is not finite ({terms}); the last good checkpoint is {ckpt_path}. "
-                "Lower --lr or raise --warmup-steps and resume."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if not torch.isfinite(gnorm):
-            raise TrainingDiverged(f"step {step}: gradient norm is not finite; the last good checkpoint is {ckpt_path}")
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        bar.update(1)
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-            now = time.perf_counter()
-            row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm),
-                   "s_per_step": (now - t_last) / cfg.log_every}
-            row.update({k: float(v.detach()) for k, v in losses.items()})
-            t_last = now
-            _append_csv(metrics_path, row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            last.update(row)
-        if step % cfg.ckpt_every == 0 or step == end:
-            _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, ckpt_path, rank, world, last, qat)
-        if rank == 0 and cfg.eval_split and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-            summary = evaluate_model(model, cfg, out / "eval" / f"step_{step:06d}", progress=progress)
-            _append_csv(metrics_path, {"step": step, "nds": summary["nd_score"], "map": summary["mean_ap"]})
-            last.update({"nds": summary["nd_score"], "map": summary["mean_ap"], "eval_step": step})
-            _record_eval_in_sidecars(out, step, last)
-            model.train()
-    bar.close()
-    if rank == 0 and step == cfg.steps:
-        plot_curves(metrics_path, out / "curves.png", title=f"{model_cfg.name} fp32 training (SynthScenes, synthetic data)")
-    if ddp:
-        dist.barrier()
-    return last
+
+def _optimizer_step(run: _Run, net: torch.nn.Module, batch: dict, step: int,
+                    autocast) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Forward, backward, gradient clipping, optimizer and schedule step; returns the loss terms
+    and the gradient norm before clipping. Raises ``TrainingDiverged`` on a non-finite loss or norm."""
+    cfg = run.cfg
+    if autocast is not None:
+        with autocast:
+            losses = training_step_losses(net, run.criterion, batch, cfg.temporal, run.qat)
+    else:
+        losses = training_step_losses(net, run.criterion, batch, cfg.temporal, run.qat)
+    loss = losses["loss"]
+    if not torch.isfinite(loss):
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        raise TrainingDiverged(
+            f"step {step}: loss is not finite ({terms}); the last good checkpoint is {run.ckpt_path}. "
+            "Lower --lr or raise --warmup-steps and resume."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    if not torch.isfinite(gnorm):
+        raise TrainingDiverged(f"step {step}: gradient norm is not finite; the last good checkpoint is {run.ckpt_path}")
+    run.optimizer.step()
+    run.scheduler.step()
+    return losses, gnorm
+
+
+def _log_row(run: _Run, step: int, losses: dict[str, torch.Tensor], gnorm: torch.Tensor, s_per_step: float) -> dict:
+    """One ``metrics.csv`` row: step, learning rate, gradient norm, seconds per step, every loss term."""
+    row = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm),
+           "s_per_step": s_per_step}
+    row.update({k: float(v.detach()) for k, v in losses.items()})
+    return row
+
+
+def _evaluate_at(run: _Run, step: int, metrics_path: Path, last: dict, progress: bool) -> None:
+    """Score the model at ``step`` (rank 0), log NDS / mAP and put them into this step's sidecars."""
+    summary = evaluate_model(run.model, run.cfg, run.out / "eval" / f"step_{step:06d}", progress=progress)
+    _append_csv(metrics_path, {"step": step, "nds": summary["nd_score"], "map": summary["mean_ap"]})
+    last.update({"nds": summary["nd_score"], "map": summary["mean_ap"], "eval_step": step})
+    _record_eval_in_sidecars(run.out, step, last)
+    run.model.train()
 
 
 def evaluate_model(model: BEVDetector, cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
