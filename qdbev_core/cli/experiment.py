@@ -19,8 +19,13 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    _add_paper_table(sub)
+    _add_vgd_balance(sub)
+    _add_cross_style(sub)
 
+
+def _add_paper_table(sub) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     t = sub.add_parser("paper-table", formatter_class=fmt, help="the paper's table on our data (trains / reuses runs)",
                        description=_paper_table_doc())
     t.add_argument("--teacher", required=True, help="full-precision model (manifest name or .safetensors path)")
@@ -62,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     t.set_defaults(_exp=_paper_table)
 
+
+def _add_vgd_balance(sub) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     b = sub.add_parser("vgd-balance", formatter_class=fmt, help="VGD term sizes at the start of QAT",
                        description="Teacher vs its calibrated quantized student on a few training batches: the VGD "
                        "image-view and BEV terms (KL at several temperatures, MSE), student in train and eval mode, "
@@ -80,6 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     b.set_defaults(_exp=_vgd_balance)
 
+
+def _add_cross_style(sub) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     c = sub.add_parser("cross-style", formatter_class=fmt, help="models scored on the same val scenes in several styles",
                        description=_cross_style_doc())
     c.add_argument("--model", action="append", required=True, dest="models",
