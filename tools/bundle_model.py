@@ -65,17 +65,8 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
     if not packed and "quant_spec" in side:
         raise SystemExit(f"{src} is a fake-quant QAT checkpoint; bundle its packed file (--packed) instead")
     dst = models_dir / f"{name}.safetensors"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    side_dst = dict(side, file=dst.name)  # the sidecar names its own file
-    if history_free_state:
-        side_dst["config"] = dict(side["config"], history_free_state=True)
-    write_sidecar(dst, side_dst)
-    sha = sha256_file(dst)
-    if sha != side["sha256"]:
-        raise SystemExit(f"{dst}: copy does not match the sidecar sha256")
+    side_dst, sha = _copy_weights(src, dst, side, history_free_state)
     summary = json.loads(Path(eval_json).read_text())
-    tp = summary.get("tp_errors", {})
     entry = {
         "name": name,
         "config": side["config"]["name"],
@@ -87,40 +78,62 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
     if side_dst["config"].get("history_free_state"):
         entry["history_free_state"] = True
     if packed:
-        from qdbev_core.quant import model_size_report
-
-        rep = model_size_report(dst)
-        entry.update({
-            "format": PACK_FORMAT,
-            "fp32_size_mb": round(rep["fp32_mb"], 3),
-            "size_ratio": round(rep["ratio"], 2),
-            "teacher": (side.get("qat") or {}).get("teacher"),
-            "qat_mode": (side.get("qat") or {}).get("mode"),
-            "qat_progressive": bool((side.get("qat") or {}).get("progressive")),
-            "qat_seed": (side.get("train") or {}).get("seed"),
-        })
+        entry.update(_packed_fields(dst, side))
     entry.update({
         "data_recipe": data_recipe,
         "training_command": side.get("command", ""),
         "training_steps": side.get("step"),
         "training_wall_time_min": round(_wall_s(Path(run), side) / 60, 1),
         "eval_command": eval_command,
-        "metrics": {
-            "dataset": "SynthScenes (synthetic)",
-            "nds": round(summary["nd_score"], 4),
-            "map": round(summary["mean_ap"], 4),
-            **{k: round(v, 4) for k, v in tp.items()},
-        },
+        "metrics": {"dataset": "SynthScenes (synthetic)", **_scores(summary)},
         "notes": notes,
     })
     if other_evals:  # the same model scored on other splits (name -> metrics_summary.json)
-        entry["metrics_other_splits"] = {}
-        for split_name, path in other_evals.items():
-            other = json.loads(Path(path).read_text())
-            entry["metrics_other_splits"][split_name] = {
-                "nds": round(other["nd_score"], 4), "map": round(other["mean_ap"], 4),
-                **{k: round(v, 4) for k, v in other.get("tp_errors", {}).items()}}
-    manifest = models_dir / "manifest.yaml"
+        entry["metrics_other_splits"] = {split_name: _scores(json.loads(Path(path).read_text()))
+                                         for split_name, path in other_evals.items()}
+    _write_manifest(models_dir / "manifest.yaml", name, entry, make_default)
+    return entry
+
+
+def _copy_weights(src: Path, dst: Path, side: dict, history_free_state: bool) -> tuple[dict, str]:
+    """Copy the weights file, write its sidecar (naming its own file); returns the sidecar and sha256."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    side_dst = dict(side, file=dst.name)  # the sidecar names its own file
+    if history_free_state:
+        side_dst["config"] = dict(side["config"], history_free_state=True)
+    write_sidecar(dst, side_dst)
+    sha = sha256_file(dst)
+    if sha != side["sha256"]:
+        raise SystemExit(f"{dst}: copy does not match the sidecar sha256")
+    return side_dst, sha
+
+
+def _packed_fields(dst: Path, side: dict) -> dict:
+    """Manifest fields of a packed low-bit file: sizes (MB) and the QAT run it came from."""
+    from qdbev_core.quant import model_size_report
+    from qdbev_core.quant.pack import PACK_FORMAT
+
+    rep = model_size_report(dst)
+    return {
+        "format": PACK_FORMAT,
+        "fp32_size_mb": round(rep["fp32_mb"], 3),
+        "size_ratio": round(rep["ratio"], 2),
+        "teacher": (side.get("qat") or {}).get("teacher"),
+        "qat_mode": (side.get("qat") or {}).get("mode"),
+        "qat_progressive": bool((side.get("qat") or {}).get("progressive")),
+        "qat_seed": (side.get("train") or {}).get("seed"),
+    }
+
+
+def _scores(summary: dict) -> dict:
+    """NDS, mAP and the true-positive errors of a devkit ``metrics_summary.json``, 4 decimals."""
+    return {"nds": round(summary["nd_score"], 4), "map": round(summary["mean_ap"], 4),
+            **{k: round(v, 4) for k, v in summary.get("tp_errors", {}).items()}}
+
+
+def _write_manifest(manifest: Path, name: str, entry: dict, make_default: bool) -> None:
+    """Replace (or append) ``name``'s entry in ``manifest.yaml``; ``make_default`` names it the default."""
     data = yaml.safe_load(manifest.read_text()) if manifest.is_file() else None
     data = data or {"models": []}
     data["models"] = [e for e in data["models"] if e["name"] != name] + [entry]
@@ -128,7 +141,6 @@ def bundle(run: Path, name: str, data_recipe: str, eval_json: Path, weights: str
         data = {"default": name, **{k: v for k, v in data.items() if k != "default"}}
     header = "# Bundled qdbev models. Written by tools/bundle_model.py; `qdbev models` lists and checks them.\n"
     manifest.write_text(header + yaml.safe_dump(data, sort_keys=False, width=110))
-    return entry
 
 
 def main(argv: list[str] | None = None) -> None:
