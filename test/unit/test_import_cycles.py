@@ -177,3 +177,13 @@ def test_no_import_cycle_between_packages() -> None:
             lifted.append(Edge(a, b, e.line))
     bad = _unexpected(strongly_connected(graph))
     assert not bad, "package-level import cycles:\n" + _describe(bad, lifted)
+
+
+def test_library_code_does_not_import_the_command_line() -> None:
+    """The ``qdbev`` CLI sits on top: experiments, training and the rest call library functions,
+    never ``qdbev_core.cli`` (only the entry points and ``qdbev_ros.cli``, which adds the ROS verbs)."""
+    allowed = {"qdbev_core.__main__", "qdbev_ros.cli", "qdbev_ros.__main__"}
+    bad = sorted({f"{e.source}:{e.line} imports {e.target}" for e in import_edges()
+                  if (e.target == "qdbev_core.cli" or e.target.startswith("qdbev_core.cli."))
+                  and not e.source.startswith("qdbev_core.cli") and e.source not in allowed})
+    assert not bad, bad
