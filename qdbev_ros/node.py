@@ -91,7 +91,7 @@ from std_msgs.msg import Float64, Header
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from qdbev_core.runtime.calibration import CameraCalibration, CameraRig, load_extrinsics_yaml, validate_intrinsics
+from qdbev_core.runtime.calibration import CalibrationInputs, CameraRig, load_extrinsics_yaml
 from qdbev_core.runtime.errors import FrameAssemblyError
 from qdbev_core.runtime.node_parameters import LIVE_PARAMETERS, NODE_PARAMETERS, PARAMETER_NAMES, NodeParameter
 from qdbev_core.runtime.processor import (
@@ -198,9 +198,8 @@ class QdbevNode(Node):
         self.processor = CameraSetProcessor(self.engine, self, self.camera_names)
 
         # calibration inputs
-        self._intrinsics: dict[str, tuple[np.ndarray, int, int, str]] = {}
+        self._calib = CalibrationInputs(self.camera_names, self.p["frame_id"])
         self._info_problem: dict[str, str] = {}
-        self._extrinsics: dict[str, np.ndarray] = {}
         self._rig: CameraRig | None = None
         self._tf2 = _tf2_ros()
         self._tf_buffer = None
@@ -457,7 +456,8 @@ class QdbevNode(Node):
         if src == "file":
             path = resolve_config_path(self.p["calibration_file"])
             try:
-                self._extrinsics = load_extrinsics_yaml(path, self.camera_names, target_frame=self.p["frame_id"])
+                self._calib.extrinsics.update(
+                    load_extrinsics_yaml(path, self.camera_names, target_frame=self.p["frame_id"]))
             except (OSError, ValueError) as exc:
                 raise NodeStartupError(f"calibration file {path}: {exc}") from exc
         need_tf = src == "tf" or ego == "tf"
@@ -498,9 +498,9 @@ class QdbevNode(Node):
         cam = self.camera_names[index]
         k, w, h, frame = camera_info_to_intrinsics(msg)
         try:
-            k = validate_intrinsics(cam, k, w, h)
+            changed = self._calib.set_camera_info(cam, k, w, h, frame)
         except FrameAssemblyError as exc:
-            have = cam in self._intrinsics
+            have = cam in self._calib.intrinsics
             then = ("ignoring this CameraInfo, the last valid calibration stays in use" if have
                     else "the camera stays uncalibrated")
             self._report(cam, exc.kind, f"{exc}; {then}")
@@ -508,19 +508,17 @@ class QdbevNode(Node):
                 self._info_problem[cam] = exc.reason
             return
         self._info_problem.pop(cam, None)
-        old = self._intrinsics.get(cam)
-        self._intrinsics[cam] = (k, w, h, frame)
-        if self._rig is not None and (old is None or old[1:3] != (w, h) or not np.array_equal(old[0], k)):
+        if changed:
             self._build_rig()  # calibration changed while running (e.g. new resolution)
             self.get_logger().info(f"{cam}: new CameraInfo {w}x{h} applied")
 
     def _lookup_extrinsics(self, cam: str) -> tuple[np.ndarray | None, str]:
         """``(cam2ego or None, what is missing)`` for one camera."""
         if self.p["calibration_source"] == "file":
-            return self._extrinsics.get(cam), f"{cam} in {self.p['calibration_file']}"
-        if cam not in self._intrinsics:
+            return self._calib.extrinsics.get(cam), f"{cam} in {self.p['calibration_file']}"
+        if cam not in self._calib.intrinsics:
             return None, "CameraInfo (its frame_id names the TF frame)"
-        frame = self._intrinsics[cam][3]
+        frame = self._calib.intrinsics[cam][3]
         target = self.p["frame_id"]
         if not frame:
             return None, "a non-empty CameraInfo header.frame_id (needed for the TF lookup)"
@@ -541,7 +539,7 @@ class QdbevNode(Node):
         all_ok = True
         for cam in self.camera_names:
             missing = ""
-            if cam not in self._intrinsics:
+            if cam not in self._calib.intrinsics:
                 missing = f"valid CameraInfo on {self.camera_info_topics[self.camera_names.index(cam)]}"
                 if cam in self._info_problem:
                     missing += f" (last one rejected: {self._info_problem[cam]})"
@@ -550,7 +548,7 @@ class QdbevNode(Node):
                 if t is None:
                     missing = f"extrinsics: {what}"
                 else:
-                    self._extrinsics[cam] = t
+                    self._calib.extrinsics[cam] = t
             if missing:
                 all_ok = False
                 self.diag.set_calibration(cam, missing)
@@ -563,17 +561,19 @@ class QdbevNode(Node):
             self._subscribe_images()
 
     def _build_rig(self) -> bool:
-        cals = {}
+        """Build the rig from the calibration received so far; report the first bad camera."""
+        try:
+            rig = self._calib.build()
+        except FrameAssemblyError as exc:
+            ok = self.camera_names[:self.camera_names.index(exc.camera)] if exc.camera in self.camera_names else ()
+            for cam in ok:  # the cameras before the bad one are fine
+                self.diag.set_calibration(cam, "")
+            self._report(exc.camera, exc.kind, str(exc))
+            self.diag.set_calibration(exc.camera, exc.reason)
+            return False
         for cam in self.camera_names:
-            k, w, h, _ = self._intrinsics[cam]
-            try:
-                cals[cam] = CameraCalibration.create(cam, k, w, h, self._extrinsics.get(cam), self.p["frame_id"])
-            except FrameAssemblyError as exc:
-                self._report(cam, exc.kind, str(exc))
-                self.diag.set_calibration(cam, exc.reason)
-                return False
             self.diag.set_calibration(cam, "")
-        self._rig = CameraRig(cals, self.camera_names)
+        self._rig = rig
         return True
 
     def _subscribe_images(self) -> None:
@@ -795,20 +795,23 @@ class QdbevNode(Node):
         src, tol = self.p["ego_pose_source"], self.p["ego_pose_tolerance_s"]
         if src == "none":
             return None
-        if src == "tf" and self._tf_buffer is not None:
-            def lookup(ns: int):
-                try:
-                    tf = self._tf_buffer.lookup_transform(self.p["odom_frame"], self.p["frame_id"],
-                                                          rclpy.time.Time(nanoseconds=ns))
-                except Exception:  # noqa: BLE001 - no pose yet / extrapolation
-                    return None
-                return transform_to_matrix(tf)
-        else:
-            def lookup(ns: int):
-                return self._poses.lookup(ns_seconds(ns), tol)
+        lookup = self._ego_pose_tf2 if src == "tf" and self._tf_buffer is not None else self._ego_pose_history
         what = (f"TF {self.p['odom_frame']} -> {self.p['frame_id']}" if src == "tf"
                 else f"nav_msgs/Odometry on {self.p['odometry_topic']}")
         return EgoPoseLookup(lookup, f"{what} within {tol:g} s")
+
+    def _ego_pose_tf2(self, ns: int) -> np.ndarray | None:
+        """``odom_frame <- frame_id`` from tf2 at stamp ``ns`` (interpolated), or ``None``."""
+        try:
+            tf = self._tf_buffer.lookup_transform(self.p["odom_frame"], self.p["frame_id"],
+                                                  rclpy.time.Time(nanoseconds=ns))
+        except Exception:  # noqa: BLE001 - no pose yet / extrapolation
+            return None
+        return transform_to_matrix(tf)
+
+    def _ego_pose_history(self, ns: int) -> np.ndarray | None:
+        """The pose from /tf or odometry nearest to stamp ``ns`` within ``ego_pose_tolerance_s``, or ``None``."""
+        return self._poses.lookup(ns_seconds(ns), self.p["ego_pose_tolerance_s"])
 
     def process_set(self, msgs: Sequence[Any], arrival: float | None = None,
                     degraded: bool = False) -> Detections | None:

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.calibration import CameraCalibration, CameraRig, load_extrinsics_yaml, validate_intrinsics
+from ..runtime.calibration import CalibrationInputs, CameraRig, load_extrinsics_yaml
 from ..runtime.errors import FrameAssemblyError
 from ..runtime.processor import CameraSetProcessor, EgoPoseLookup, OutputLimits, Problem, SetResult, ns_seconds
 from ..runtime.sync import ApproxTimeSync
@@ -114,56 +114,57 @@ class ReplayResult:
 
 
 class _Calibration:
-    """CameraInfo + extrinsics bookkeeping (the node's startup logic, minus ROS)."""
+    """CameraInfo + extrinsics bookkeeping (the node's startup logic, minus ROS): the shared
+    ``CalibrationInputs`` plus where the extrinsics come from (``/tf_static`` or the calibration file)."""
 
     def __init__(self, params: NodeParams) -> None:
         self.p = params
-        self.intrinsics: dict[str, tuple[np.ndarray, int, int, str]] = {}
+        self.inputs = CalibrationInputs(CAMERA_NAMES, params.frame_id)
         self.tree = StaticTransformTree()
         self.file_extrinsics = (load_extrinsics_yaml(params.calibration_path(), CAMERA_NAMES)
                                 if params.calibration_source == "file" else None)
-        self.rig: CameraRig | None = None
         self.problems: dict[str, str] = {}
+
+    @property
+    def rig(self) -> CameraRig | None:
+        return self.inputs.rig
 
     def on_camera_info(self, cam: str, msg: Any) -> bool:
         """Store a CameraInfo; True when it changed an already built rig's calibration."""
-        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        w, h, frame = int(msg.width), int(msg.height), msg.header.frame_id
         try:
-            k = validate_intrinsics(cam, k, w, h)
+            return self.inputs.set_camera_info(cam, np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
+                                               int(msg.width), int(msg.height), msg.header.frame_id)
         except FrameAssemblyError as exc:
             self.problems[f"{cam}:{exc.kind}"] = str(exc)
             return False
-        old = self.intrinsics.get(cam)
-        self.intrinsics[cam] = (k, w, h, frame)
-        return self.rig is not None and (old is None or old[1:3] != (w, h) or not np.array_equal(old[0], k))
 
     def extrinsics(self, cam: str) -> np.ndarray | None:
         if self.file_extrinsics is not None:
             return self.file_extrinsics.get(cam)
-        if cam not in self.intrinsics or not self.intrinsics[cam][3]:
-            return None
-        return self.tree.lookup(self.p.frame_id, self.intrinsics[cam][3])
+        frame = self.inputs.intrinsics[cam][3] if cam in self.inputs.intrinsics else ""
+        return self.tree.lookup(self.p.frame_id, frame) if frame else None
 
     def complete(self) -> bool:
-        return all(c in self.intrinsics and self.extrinsics(c) is not None for c in CAMERA_NAMES)
+        return all(c in self.inputs.intrinsics and self.extrinsics(c) is not None for c in CAMERA_NAMES)
 
     def build(self) -> CameraRig:
-        cals = {}
         for cam in CAMERA_NAMES:
-            k, w, h, _ = self.intrinsics[cam]
-            cals[cam] = CameraCalibration.create(cam, k, w, h, self.extrinsics(cam), self.p.frame_id)
-        self.rig = CameraRig(cals, CAMERA_NAMES)
-        return self.rig
+            t = self.extrinsics(cam)
+            if t is None:
+                self.inputs.extrinsics.pop(cam, None)
+            else:
+                self.inputs.extrinsics[cam] = t
+        return self.inputs.build()
 
     def missing(self) -> str:
         out = []
         for cam in CAMERA_NAMES:
-            if cam not in self.intrinsics:
+            if cam not in self.inputs.intrinsics:
                 out.append(f"{cam}: no valid CameraInfo")
             elif self.extrinsics(cam) is None:
                 src = (str(self.p.calibration_path()) if self.file_extrinsics is not None
-                       else f"TF {self.p.frame_id} <- {self.intrinsics[cam][3] or '(empty frame_id)'} on /tf_static")
+                       else f"TF {self.p.frame_id} <- {self.inputs.intrinsics[cam][3] or '(empty frame_id)'} "
+                            "on /tf_static")
                 out.append(f"{cam}: no extrinsics ({src})")
         return "; ".join(out + list(self.problems.values()))
 
@@ -252,7 +253,7 @@ def replay_bag(
                 on_tf_static(msg)
             else:
                 cam = CAMERA_NAMES[info_index[conn.topic]]
-                if cam not in cal.intrinsics:
+                if cam not in cal.inputs.intrinsics:
                     cal.on_camera_info(cam, msg)
             if cal.complete():
                 break

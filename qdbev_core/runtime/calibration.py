@@ -8,6 +8,8 @@ Names (one per concept):
   validated ``cam2ego`` (camera optical frame -> ``base_link``, from TF or the calibration YAML).
 - ``CameraRig``: the six ``CameraCalibration`` of one vehicle in model order; ``assemble``
   turns decoded images + stamps (+ ego pose) into a validated ``Frame``.
+- ``CalibrationInputs``: the CameraInfo / extrinsics received so far, from which a
+  ``CameraRig`` is built once every camera has both (and rebuilt when a CameraInfo changes).
 - ``qdbev_core.data.rig.CameraCalib`` is a different thing on purpose: the *nominal* nuScenes
   rig (``calibrated_sensor`` rows at 1600x900: focal lengths, principal point, quaternion,
   translation) that the SynthScenes generator renders with and that tests / export use as a
@@ -42,6 +44,7 @@ from .errors import (
 from .transforms import rigid_problem, validate_pose
 
 __all__ = [
+    "CalibrationInputs",
     "CameraCalibration",
     "CameraRig",
     "load_extrinsics_yaml",
@@ -243,3 +246,49 @@ def load_extrinsics_yaml(path: str | Path, camera_names: Sequence[str] = CAMERA_
                                          f"(norm {norm:g})", "fix the calibration YAML")
         out[name] = validate_extrinsics(name, make_transform(rot, trans))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# collecting the calibration as it arrives (node startup, bag replay)
+# --------------------------------------------------------------------------------------------
+
+
+class CalibrationInputs:
+    """Each camera's latest valid CameraInfo and its extrinsics, until (and after) a ``CameraRig``
+    can be built; the node at startup and bag replay fill it the same way.
+
+    Attributes:
+        intrinsics: camera -> ``(K 3x3, width, height, CameraInfo header.frame_id)``, validated.
+        extrinsics: camera -> ``cam2ego`` 4x4 (optical frame -> ``frame_id``), as found so far.
+        rig: the last rig ``build`` made, or ``None``.
+    """
+
+    def __init__(self, camera_names: Sequence[str] = CAMERA_NAMES, frame_id: str = "base_link") -> None:
+        self.camera_names = tuple(camera_names)
+        self.frame_id = frame_id
+        self.intrinsics: dict[str, tuple[NDArray[np.float64], int, int, str]] = {}
+        self.extrinsics: dict[str, NDArray[np.float64]] = {}
+        self.rig: CameraRig | None = None
+
+    def set_camera_info(self, camera: str, k, width: int, height: int, frame: str) -> bool:
+        """Validate and keep one CameraInfo's intrinsics.
+
+        Returns True when it changes the calibration of an already built rig (``build`` again).
+        Raises ``InvalidIntrinsicsError`` (the last valid intrinsics stay).
+        """
+        k = validate_intrinsics(camera, k, width, height)
+        old = self.intrinsics.get(camera)
+        self.intrinsics[camera] = (k, int(width), int(height), frame)
+        return self.rig is not None and (old is None or old[1:3] != (int(width), int(height))
+                                         or not np.array_equal(old[0], k))
+
+    def build(self) -> CameraRig:
+        """A validated rig of every camera (raises the first camera's ``FrameAssemblyError``)."""
+        cals = {}
+        for cam in self.camera_names:
+            if cam not in self.intrinsics:
+                raise MissingCameraError(cam, "no valid CameraInfo yet", "publish the camera's CameraInfo")
+            k, w, h, _ = self.intrinsics[cam]
+            cals[cam] = CameraCalibration.create(cam, k, w, h, self.extrinsics.get(cam), self.frame_id)
+        self.rig = CameraRig(cals, self.camera_names)
+        return self.rig

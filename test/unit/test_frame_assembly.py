@@ -271,3 +271,26 @@ def test_pose_history() -> None:
     assert h.lookup(3.0, 0.1) is None
     h.add(0.2, np.eye(4))  # before the whole history (bag loop): starts over
     assert len(h) == 1 and h.lookup(0.2, 0.0) is not None
+
+
+def test_calibration_inputs_collect_and_rebuild() -> None:
+    """``CalibrationInputs`` (node startup and bag replay): a rig once every camera has CameraInfo and
+    extrinsics; an invalid CameraInfo keeps the last valid one; a changed one asks for a rebuild."""
+    from qdbev_core.runtime.calibration import CalibrationInputs
+
+    ks, ts = rig_arrays(0.05)
+    cal = CalibrationInputs(CAMERA_NAMES, "base_link")
+    for i, n in enumerate(CAMERA_NAMES):
+        assert cal.set_camera_info(n, ks[i], W, H, n) is False  # no rig yet: nothing to rebuild
+    with pytest.raises(MissingExtrinsicsError) as err:
+        cal.build()
+    assert err.value.camera == CAMERA_NAMES[0] and cal.rig is None
+    cal.extrinsics.update({n: ts[i] for i, n in enumerate(CAMERA_NAMES)})
+    rig = cal.build()
+    assert cal.rig is rig and rig.calibrations["CAM_BACK"].width == W
+    assert cal.set_camera_info("CAM_BACK", ks[3], W, H, "CAM_BACK") is False  # the same calibration again
+    with pytest.raises(InvalidIntrinsicsError):
+        cal.set_camera_info("CAM_BACK", np.zeros((3, 3)), W, H, "CAM_BACK")
+    assert np.array_equal(cal.intrinsics["CAM_BACK"][0], ks[3])  # the last valid one stays
+    assert cal.set_camera_info("CAM_BACK", ks[3] * [[2], [2], [1]], 2 * W, 2 * H, "CAM_BACK") is True
+    assert cal.build().calibrations["CAM_BACK"].width == 2 * W

@@ -184,7 +184,7 @@ def test_calibration_yaml_for_another_frame_is_refused_by_the_node(make_node, tm
         make_node(calibration_file=str(f))
     ok = tmp_path / "calib_ok.yaml"
     ok.write_text(data)
-    assert set(make_node(calibration_file=str(ok))._extrinsics) == set(CAMERA_NAMES)
+    assert set(make_node(calibration_file=str(ok))._calib.extrinsics) == set(CAMERA_NAMES)
 
 
 # ---- defect 4: Ctrl-C between the executor's ok() check and its wait set ----------------------------------
