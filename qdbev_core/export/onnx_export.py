@@ -108,15 +108,10 @@ def export_onnx(
     """
     import copy
 
-    import onnx
-
-    from ..model.detector import ExportWrapper
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = model.cfg
     sha = model_sha256 or state_sha256(model)
     report = None
     if precision == "qdq":
@@ -125,42 +120,76 @@ def export_onnx(
         net, report = to_qdq_modules(model, act_format)
     else:
         net = copy.deepcopy(model).cpu().eval()
+    tmp = path.with_name(path.name + ".tmp")
+    _trace_to_onnx(net, model.cfg, tmp, opset, with_prev_valid)
+    graph_model, folds = _clean_graph(tmp, fold_bn=precision == "qdq" and fold_bn)
+    tmp.replace(path)
+    side = _sidecar(path, graph_model, model, sha, precision, act_format, opset, with_prev_valid)
+    if report is not None:
+        side["quant"] = {"counts": report.counts(), "bn_folded_into": folds, "layers": report.layers}
+        spec = getattr(model, "quant_spec", None)
+        if spec is not None:
+            side["quant"]["spec"] = spec.to_dict()
+    sidecar_path(path).write_text(json.dumps(side, indent=2, default=str) + "\n")
+    return path
+
+
+def _trace_to_onnx(net: nn.Module, cfg, out: Path, opset: int, with_prev_valid: bool) -> None:
+    """``torch.onnx.export`` (legacy tracer) of ``net`` wrapped for export, on ``example_inputs(cfg)``."""
+    from ..model.detector import ExportWrapper
+
     wrapper = ExportWrapper(net, with_dense=False, with_prev_valid=with_prev_valid).eval()
     args = example_inputs(cfg, with_prev_valid)
-    tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings: shape-derived constants are intended
         torch.onnx.export(
-            wrapper, args, str(tmp), opset_version=opset, dynamo=False, do_constant_folding=True,
+            wrapper, args, str(out), opset_version=opset, dynamo=False, do_constant_folding=True,
             input_names=wrapper.input_names(), output_names=wrapper.output_names(),
         )
-    folds: list[str] = []
+
+
+def _clean_graph(path: Path, fold_bn: bool):
+    """Inline identity initializers, fold BatchNorm into Q/DQ convolutions (``fold_bn``), drop
+    unused initializers, check and save ``path`` in place; returns the graph and the folds."""
+    import onnx
+
     from .graph import drop_unused_initializers, fold_batchnorm_into_qdq_conv, inline_initializer_identities
 
-    graph_model = onnx.load(str(tmp))
+    folds: list[str] = []
+    graph_model = onnx.load(str(path))
     inline_initializer_identities(graph_model)
-    if precision == "qdq" and fold_bn:
+    if fold_bn:
         folds = fold_batchnorm_into_qdq_conv(graph_model)
     drop_unused_initializers(graph_model)
     graph_model.producer_name = "qdbev"
     onnx.checker.check_model(graph_model)
-    onnx.save(graph_model, str(tmp))
-    tmp.replace(path)
+    onnx.save(graph_model, str(path))
+    return graph_model, folds
+
+
+def _io_spec(values) -> list[dict]:
+    """Name, shape (numbers or symbolic names) and numpy dtype of graph inputs / outputs."""
+    import onnx
+
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        out.append({
+            "name": v.name,
+            "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim],
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+        })
+    return out
+
+
+def _sidecar(path: Path, graph_model, model: nn.Module, sha: str, precision: str, act_format: str, opset: int,
+             with_prev_valid: bool) -> dict:
+    """The export sidecar (``read_onnx_sidecar``) without the ``quant`` section."""
+    import onnx
 
     from ..checkpoint import sha256_file
 
-    def _io(values) -> list[dict]:
-        out = []
-        for v in values:
-            t = v.type.tensor_type
-            out.append({
-                "name": v.name,
-                "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim],
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
-            })
-        return out
-
-    side = {
+    return {
         "format": ONNX_FORMAT,
         "file": path.name,
         "onnx_sha256": sha256_file(path),
@@ -169,15 +198,8 @@ def export_onnx(
         "act_format": act_format if precision == "qdq" else None,
         "opset": opset,
         "with_prev_valid": with_prev_valid,
-        "inputs": _io(graph_model.graph.input),
-        "outputs": _io(graph_model.graph.output),
-        "config": cfg.to_dict(),
+        "inputs": _io_spec(graph_model.graph.input),
+        "outputs": _io_spec(graph_model.graph.output),
+        "config": model.cfg.to_dict(),
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "dynamo": False},
     }
-    if report is not None:
-        side["quant"] = {"counts": report.counts(), "bn_folded_into": folds, "layers": report.layers}
-        spec = getattr(model, "quant_spec", None)
-        if spec is not None:
-            side["quant"]["spec"] = spec.to_dict()
-    sidecar_path(path).write_text(json.dumps(side, indent=2, default=str) + "\n")
-    return path
