@@ -65,7 +65,7 @@ NANO_ENC2_RUN ?= runs/nano-fp32-enc2
 NANO_YAW_A_RUN ?= runs/nano-fp32-yaw-a
 NANO_YAW_RUN ?= runs/nano-fp32-yaw
 NANO_AUG_RUN ?= runs/nano-fp32-aug
-NANO_AUG_STEPS ?= 4000
+NANO_AUG_STEPS ?= 3000
 NANO_STAGE1_STEPS ?= 5000
 NANO_STEPS ?= 6500
 DDP2 = OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(VENV)/bin/python -m torch.distributed.run --nproc_per_node=2 \
@@ -150,7 +150,7 @@ nano-mix-data: setup
 
 nano-aug-train: nano-val-data nano-mix-data
 	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_MIX_DATA) --out $(NANO_AUG_RUN) \
-	  --steps $(NANO_AUG_STEPS) --eval-every 2000 --image-aug all
+	  --steps $(NANO_AUG_STEPS) --eval-every 1500 --image-aug all
 
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
