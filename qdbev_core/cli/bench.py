@@ -13,6 +13,15 @@ post-training-calibrated W4A6 model (``--ptq-frames`` frames through ``quant.cal
 LSQ initialisation, not QAT) that is cached next to the ONNX exports. ONNX exports and TensorRT
 plans are made before timing (``engine_cache_dir``). Numbers depend on the machine and its load:
 the table names both; ``--json`` keeps every number.
+
+The ``auto`` row is ``load_engine(backend="auto")`` (``engine.auto_select``) on the quantized model
+of the int8 rows when there is one (``--int8-model``, a packed ``--model``, or the PTQ model), else
+on ``--model``: the path it chose (its precision in the ``prec`` column), with its choice line
+(every candidate's ms, the cache file) printed under the table and kept in the JSON. Its
+selection timing happens while the engine loads (``engine_load_s``), not in the timed frames;
+the choice is cached per model and machine (``$QDBEV_AUTO_CACHE`` or ``~/.cache/qdbev/auto``).
+``--path-nds`` instead scores every candidate path of that model over the whole split (official
+evaluator) and writes the NDS record that makes a path eligible or not for ``auto``.
 """
 
 from __future__ import annotations
@@ -23,13 +32,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt"
+DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,auto"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model name from models/manifest.yaml or a .safetensors path")
     p.add_argument("--int8-model", default=None, help="packed quantized (QAT) model for the int8 rows")
-    p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated: torch, onnxruntime, tensorrt")
+    p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated: torch, onnxruntime, tensorrt, auto "
+                   "(auto: one row, the path load_engine(backend='auto') chose, on the quantized model when there is one)")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8 (fp16: TensorRT only)")
     p.add_argument("--frames", type=int, default=30, help="timed frames per backend")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
@@ -53,6 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, profile N frames per backend and print its top operators "
                         "(onnxruntime's profiler, torch.profiler; not with --interleave)")
+    p.add_argument("--path-nds", action="store_true",
+                   help="instead of timing: score every candidate path of backend 'auto' (torch reference, onnxruntime "
+                        "int8 / fp32w / fp32) over the whole split with the official evaluator and write the NDS record "
+                        "auto reads (a path more than 0.01 NDS from the torch result is not eligible)")
+    p.add_argument("--nds-record", type=Path, default=None,
+                   help="--path-nds: where to write the record (default: nds-<model sha16>.json in the auto cache "
+                        "directory, $QDBEV_AUTO_CACHE or $XDG_CACHE_HOME/qdbev/auto)")
     p.add_argument("--out-dir", type=Path, default=Path("out/bench"), help="results JSON / evaluator output per row")
     p.add_argument("--json", type=Path, default=Path("out/bench.json"), help="where to write the numbers")
     p.add_argument("--_one", default=None, help=argparse.SUPPRESS)
@@ -116,6 +133,10 @@ def _result_row(args, backend: str, precision: str, model, engine, rec: dict, n:
         row[k.replace("_ms", "") + "_ms_median"] = float(np.median(v))
         row[k.replace("_ms", "") + "_ms_p90"] = float(np.percentile(v, 90))
     row["fps"] = 1000.0 / row["total_ms_median"]
+    choice = getattr(engine, "auto_choice", None)
+    if choice is not None:
+        row["auto_path"] = choice.path.name
+        row["auto_choice"] = choice.to_dict()
     row["model_file"], row["model_file_MB"] = _model_file(engine, model)
     if not args.no_nds:
         from ..predict import predict_and_evaluate
@@ -205,7 +226,7 @@ def _available(backend: str) -> str | None:
     """None when usable, else the reason it is skipped."""
     import importlib.util
 
-    if backend == "torch":
+    if backend in ("torch", "auto"):
         return None
     if backend == "onnxruntime":
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime not installed"
@@ -288,14 +309,43 @@ def _table(title: str, rows: list[dict]) -> str:
             continue
         sp = f"{ref['total_ms_median'] / r['total_ms_median']:.2f}x" if ref else "-"
         nds = f"{r['nds']:.3f}" if "nds" in r else "-"
+        prec = r["auto_choice"]["precision"] if r.get("auto_choice") else r["precision"]
         lines.append(
-            f"{r['backend']:<12}{r['precision']:<6}{r['preprocess_ms_median']:8.1f}{r['inference_ms_median']:9.1f}"
+            f"{r['backend']:<12}{prec:<6}{r['preprocess_ms_median']:8.1f}{r['inference_ms_median']:9.1f}"
             f"{r['inference_ms_p90']:9.1f}{r['postprocess_ms_median']:8.1f}{r['total_ms_median']:8.1f}{r['fps']:7.1f}"
             f"{sp:>9}{r['peak_rss_MB']:8.0f}{r['model_file_MB']:9.2f}{nds:>7}")
+    for r in rows:
+        if r.get("auto_choice"):
+            lines.append(r["auto_choice"]["log_line"])
     lines.append("speed-up = torch fp32 total median / row total median (same frames, same run); "
                  + ("RSS = peak of the one process holding all engines (interleaved)" if any(r.get("interleaved") for r in rows)
                     else "RSS = peak of the row's own process (engine + torch runtime + frames), before NDS evaluation"))
     return "\n".join(lines)
+
+
+def _path_nds(args: argparse.Namespace, model: str) -> int:
+    """``--path-nds``: NDS of every ``auto`` candidate path of ``model`` (see ``auto_select.score_paths``)."""
+    import torch
+
+    from ..engine import auto_source
+    from ..engine.auto_select import score_paths
+
+    torch.set_num_threads(args.threads)
+    print(f"bench: scoring every execution path of {model} on {args.split} ...", file=sys.stderr, flush=True)
+    rec = score_paths(auto_source(model), args.dataroot, args.version, args.split, args.out_dir / "path-nds",
+                      threads=args.threads, allow_spinning=False if args.shared_cpu else None,
+                      record_out=args.nds_record, progress=True)
+    lines = [f"NDS per execution path — synthetic data if the dataroot is SynthScenes ({args.split!r}): {model}, "
+             f"reference {rec['reference']} (NDS {rec['reference_nds']:.4f}), tolerance {rec['tolerance']}",
+             f"{'path':<20}{'NDS':>8}{'mAP':>8}{'delta':>9}  eligible for auto"]
+    for name, r in rec["paths"].items():
+        lines.append(f"{name:<20}{r['nds']:8.4f}{r['map']:8.4f}{r['delta_vs_reference']:+9.4f}  "
+                     f"{'yes' if r['within_tolerance'] else 'no'}")
+    print("\n".join(lines))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rec, indent=2) + "\n")
+    print(rec["file"])
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -317,9 +367,13 @@ def run(args: argparse.Namespace) -> int:
 
     _, _, _, is_quant = load_detector(args.model)
     int8_model = args.int8_model or (args.model if is_quant else None)
+    if args.path_nds:
+        return _path_nds(args, int8_model or args.model)
     rows: list[dict] = []
     combos: list[tuple[str, str, str]] = []
     for b in backends:
+        if b == "auto":
+            continue  # one row, after the others (its model is the int8 rows' one)
         why = _available(b)
         for p in precisions:
             if p == "fp16" and b != "tensorrt":
@@ -336,6 +390,11 @@ def run(args: argparse.Namespace) -> int:
                 combos.append((b, p, int8_model))
             else:
                 combos.append((b, p, args.model))
+    if "auto" in backends:
+        if str(args.device).startswith("cpu"):
+            combos.append(("auto", "auto", int8_model or args.model))
+        else:
+            rows.append({"backend": "auto", "precision": "auto", "skipped": "auto chooses among CPU paths (--device cpu)"})
     _prepare(args, combos)
     import pickle
     import tempfile

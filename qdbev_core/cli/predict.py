@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model name from models/manifest.yaml or a .safetensors path")
-    p.add_argument("--backend", default="torch", help="inference backend")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt", "auto"),
+                   help="inference backend; auto = the fastest CPU path of this model whose accuracy was checked, "
+                        "timed once per machine and cached (its choice is printed on stderr)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
     p.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataset root")
     p.add_argument("--version", default="v1.0-mini", help="dataset version folder")
@@ -28,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import predict_split
 
     engine = load_engine(args.model, backend=args.backend, device=args.device, score_threshold=args.score_threshold)
+    choice = getattr(engine, "auto_choice", None)
+    if choice is not None:
+        print(choice.log_line, file=sys.stderr, flush=True)
     reader = NuScenesReader(args.dataroot, args.version, split=args.split)
     writer, timing = predict_split(engine, reader)
     path = writer.write(args.out)

@@ -9,7 +9,9 @@ time jump - and report ``last_timing`` in milliseconds: preprocess / inference /
 
 ``load_engine(model, backend, precision)`` builds any of them from a manifest name or a weights
 file; ONNX exports (and TensorRT plans) are cached in ``engine_cache_dir()`` keyed by the model
-file's sha256 and the precision, so only the first call exports.
+file's sha256 and the precision, so only the first call exports. ``backend="auto"`` times the
+model's CPU execution paths once per machine and runs the fastest one whose accuracy was checked
+(``auto_select``; the choice is ``engine.auto_choice``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from .torch_engine import TorchEngine
 
 __all__ = [
     "BACKENDS", "Engine", "EngineTiming", "TemporalState", "TorchEngine", "OnnxEngine", "TensorRTEngine",
-    "cached_onnx", "engine_cache_dir", "load_detector", "load_engine", "resolve_precision",
+    "auto_source", "cached_onnx", "engine_cache_dir", "load_detector", "load_engine", "resolve_precision",
 ]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
 _PRECISIONS = {"auto": "auto", "fp32": "fp32", "fp16": "fp16", "int8": "int8", "qdq": "int8", "fake-quant": "int8"}
 
 
@@ -107,14 +109,25 @@ def cached_onnx(model: str | Path, precision: str = "auto", act_format: str = "u
     return export_onnx(net, out, "fp32" if prec == "fp32" else "qdq", act_format=act_format, model_sha256=sha)
 
 
+def auto_source(model: str | Path, cache_dir: str | Path | None = None) -> "auto_select.ModelSource":  # noqa: F821
+    """``auto_select.ModelSource`` of ``model``: the loaded detector and its cached ONNX exports (u8 Q/DQ)."""
+    from .auto_select import ModelSource
+
+    det = load_detector(model)
+    return ModelSource(label=str(model), detector=det, onnx_dir=Path(cache_dir or engine_cache_dir()),
+                       export=lambda prec: cached_onnx(model, prec, "u8", cache_dir, detector=det))
+
+
 def load_engine(model: str | Path, backend: str = "torch", device: str = "cpu", score_threshold: float = 0.05,
                 topk: int = 300, precision: str = "auto", threads: int | None = None,
                 cache_dir: str | Path | None = None, fp16_fallback: bool = True,
-                allow_spinning: bool | None = None) -> Engine:
+                allow_spinning: bool | None = None, auto_cache_dir: str | Path | None = None) -> Engine:
     """Build an engine from a manifest model name or a ``.safetensors`` path.
 
     Args:
-        backend: ``"torch"`` | ``"onnxruntime"`` | ``"tensorrt"``.
+        backend: ``"torch"`` | ``"onnxruntime"`` | ``"tensorrt"`` | ``"auto"`` (the fastest CPU path
+            whose accuracy was checked, timed once per machine and cached: ``auto_select``; needs
+            ``device="cpu"`` and ``precision="auto"``).
         precision: ``"auto"`` (``int8`` for a packed quantized model, else ``fp32``), ``"fp32"``,
             ``"int8"`` (torch: fake-quant; onnxruntime / TensorRT: the Q/DQ export) or ``"fp16"``
             (TensorRT only).
@@ -123,9 +136,17 @@ def load_engine(model: str | Path, backend: str = "torch", device: str = "cpu", 
         cache_dir: ONNX / TensorRT plan cache (default ``engine_cache_dir()``).
         fp16_fallback: TensorRT INT8: layers without INT8 kernels may run in FP16.
         allow_spinning: onnxruntime thread-pool busy-waiting (None: onnxruntime's default).
+        auto_cache_dir: backend ``auto``: where its choice is cached (default ``auto_select.auto_cache_dir()``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if str(precision).lower() != "auto":
+            raise ValueError(f"backend 'auto' chooses the precision itself; leave precision 'auto' (got {precision!r})")
+        from .auto_select import load_auto_engine
+
+        return load_auto_engine(auto_source(model, cache_dir), threads=threads, allow_spinning=allow_spinning,
+                                score_threshold=score_threshold, topk=topk, device=device, cache_dir=auto_cache_dir)
     if backend == "tensorrt":
         from .tensorrt_engine import require_tensorrt
 
