@@ -365,3 +365,17 @@ def test_bench_path_nds_scores_every_path_and_auto_reads_the_record(models, onnx
     fp32w_ok = rec["paths"]["onnxruntime-fp32w"]["within_tolerance"]
     assert c.result("onnxruntime-fp32w").eligible == fp32w_ok
     assert c.path == (ORT_FP32W if fp32w_ok else ORT_INT8)
+
+
+def test_predict_cli_accepts_auto_and_prints_its_choice(models, synth_dataroot, tmp_path, monkeypatch, capsys):
+    from qdbev_core.cli.main import main
+
+    monkeypatch.setenv("QDBEV_ENGINE_CACHE", str(tmp_path / "onnx"))
+    monkeypatch.setenv("QDBEV_AUTO_CACHE", str(tmp_path / "auto"))
+    out = tmp_path / "results.json"
+    assert main(["predict", "--model", str(models["fp32"]), "--backend", "auto", "--dataroot", str(synth_dataroot),
+                 "--split", "synth_val", "--out", str(out), "--score-threshold", "0"]) == 0
+    assert out.is_file() and "auto backend: using " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(models["fp32"]), "--backend", "openvino", "--dataroot", str(synth_dataroot),
+              "--split", "synth_val", "--out", str(out)])
