@@ -41,6 +41,7 @@ from qdbev_core.runtime.messages import (
     with_velocities,
     yaw_to_quaternion,
 )
+from qdbev_core.runtime.processor import stamp_seconds
 from qdbev_core.types import Detections
 
 __all__ = [
@@ -84,8 +85,8 @@ def seconds_to_stamp(t: float) -> Time:
 
 
 def stamp_to_seconds(stamp: Time) -> float:
-    """Time in seconds of a ``builtin_interfaces/Time``."""
-    return stamp.sec + stamp.nanosec * 1e-9
+    """Time in seconds of a ``builtin_interfaces/Time`` (``qdbev_core.runtime.processor.stamp_seconds``)."""
+    return stamp_seconds(stamp)
 
 
 def make_header(stamp: float | Time, frame_id: str = "base_link") -> Header:

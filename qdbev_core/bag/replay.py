@@ -216,110 +216,134 @@ def replay_bag(
         raise FileNotFoundError(f"{bag}: not a rosbag2 folder (no metadata.yaml)")
     if out_bag is not None and Path(out_bag).exists():
         raise FileExistsError(f"{out_bag} exists already; choose a new output bag folder")
-    store = get_typestore()
-    res = ReplayResult()
-    cal = _Calibration(params)
-    poses = PoseHistory()
-    odom, base = params.odom_frame.lstrip("/"), params.frame_id.lstrip("/")
-    processor = CameraSetProcessor(engine, _Counters(res), CAMERA_NAMES)
-    limits = OutputLimits(params.score_threshold, params.max_detections)
-    ego = None if params.ego_pose_source == "none" else EgoPoseLookup(
-        lambda ns: poses.lookup(ns_seconds(ns), params.ego_pose_tolerance_s),
-        f"{params.ego_pose_source} within {params.ego_pose_tolerance_s:g} s")
-    times: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
-
+    run = _Replay(engine, params)
     with Reader(bag) as reader:
-        topics = {c.topic for c in reader.connections}
-        transport = _choose_transport(topics, params, image_transport)
-        res.image_transport = transport
-        image_index = {t: i for i, t in enumerate(params.image_topic_list(transport))}
-        info_index = {t: i for i, t in enumerate(params.camera_info_topic_list())}
-        pose_topics = set()
-        if params.ego_pose_source == "tf":
-            pose_topics.add(TF_TOPIC)
-        elif params.ego_pose_source == "odometry":
-            pose_topics.add(params.odometry_topic)
-        calib_conns = [c for c in reader.connections
-                       if c.topic in info_index or (c.topic == TF_STATIC_TOPIC and params.calibration_source == "tf")]
-
-        def on_tf_static(msg) -> None:
-            for tf in msg.transforms:
-                cal.tree.set(tf.header.frame_id, tf.child_frame_id, m.transform_to_matrix(tf))
-
-        # 1. calibration first (what `qdbev play --wait-for-subscribers` hands the node before images)
-        for conn, _, raw in reader.messages(connections=calib_conns):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
-            if conn.topic == TF_STATIC_TOPIC:
-                on_tf_static(msg)
-            else:
-                cam = CAMERA_NAMES[info_index[conn.topic]]
-                if cam not in cal.inputs.intrinsics:
-                    cal.on_camera_info(cam, msg)
-            if cal.complete():
-                break
-        if not cal.complete():
-            raise ValueError(f"{bag}: calibration never complete, no frame can be assembled: {cal.missing()}")
-        cal.build()
-
-        # 2. everything in bag order
-        copy_topics = {TF_STATIC_TOPIC, TF_TOPIC, GROUND_TRUTH_TOPIC}
-        output = _OutputBag(Path(out_bag), reader, copy_topics, params) if out_bag is not None else None
-        wanted = [c for c in reader.connections
-                  if c.topic in image_index or c.topic in info_index or c.topic in pose_topics
-                  or c.topic == TF_STATIC_TOPIC or c.topic in copy_topics]
+        run.select_topics({c.topic for c in reader.connections}, image_transport)
+        run.read_calibration(reader, bag)  # 1. calibration first, as `qdbev play` hands it to the node
+        output = _OutputBag(Path(out_bag), reader, run.copy_topics, params) if out_bag is not None else None
+        wanted = [c for c in reader.connections if c.topic in run.topics()]
         total = sum(c.msgcount for c in wanted)
-        sync = ApproxTimeSync(None, int(params.queue_size), float(params.slop), num_inputs=len(CAMERA_NAMES))
-        last_cam_stamp: list[int | None] = [None] * len(CAMERA_NAMES)
-        try:
+        try:  # 2. everything in bag order
             for n, (conn, log_ns, raw) in enumerate(reader.messages(connections=wanted)):
                 if progress is not None and n % 50 == 0:
                     progress(n, total)
-                topic = conn.topic
-                if output is not None and topic in copy_topics:
-                    output.copy(topic, log_ns, raw)
-                if topic in image_index:
-                    i = image_index[topic]
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                    t = m.stamp_of(msg)
-                    if last_cam_stamp[i] is not None and t == last_cam_stamp[i]:
-                        res.count("duplicate_image")
-                        continue
-                    last_cam_stamp[i] = t
-                    emitted = sync.add(i, msg.header.stamp, (msg, log_ns))
-                    if emitted is not None:
-                        res.sets += 1
-                        out = processor.process(cal.rig, [e[0] for e in emitted], limits, ego_pose=ego)
-                        _record(res, times, out, output, max(e[1] for e in emitted))
-                        if max_frames is not None and res.frames >= max_frames:
-                            break
-                elif topic in info_index:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                    if cal.on_camera_info(CAMERA_NAMES[info_index[topic]], msg):
-                        try:
-                            cal.build()
-                            res.count("calibration_changes")
-                        except FrameAssemblyError as exc:
-                            res.skip(exc.kind)
-                elif topic == TF_STATIC_TOPIC and params.calibration_source == "tf":
-                    on_tf_static(store.deserialize_cdr(raw, conn.msgtype))
-                elif topic in pose_topics:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                    if topic == TF_TOPIC:
-                        for tf in msg.transforms:
-                            if tf.header.frame_id.lstrip("/") == odom and tf.child_frame_id.lstrip("/") == base:
-                                poses.add(ns_seconds(m.stamp_of(tf)), m.transform_to_matrix(tf))
-                    else:
-                        poses.add(ns_seconds(m.stamp_of(msg)), m.pose_to_matrix(msg.pose))
+                if output is not None and conn.topic in run.copy_topics:
+                    output.copy(conn.topic, log_ns, raw)
+                if run.on_message(conn, log_ns, raw, output) and max_frames is not None \
+                        and run.res.frames >= max_frames:
+                    break
         finally:
             if output is not None:
                 output.close()
-    res.counters["sync_dropped"] = int(sum(sync.dropped))
-    res.timing_ms = {k: float(statistics.median(v)) if v else 0.0 for k, v in times.items()}
+    res = run.finish()
     res.out_bag = Path(out_bag) if out_bag is not None else None
     res.wall_s = time.perf_counter() - t_start
     if progress is not None:
         progress(total, total)
     return res
+
+
+class _Replay:
+    """The state of one replay: calibration, ego poses, synchronizer, processor, results."""
+
+    def __init__(self, engine: Any, params: NodeParams) -> None:
+        self.p = params
+        self.store = get_typestore()
+        self.res = ReplayResult()
+        self.cal = _Calibration(params)
+        self.poses = PoseHistory()
+        self.processor = CameraSetProcessor(engine, _Counters(self.res), CAMERA_NAMES)
+        self.limits = OutputLimits(params.score_threshold, params.max_detections)
+        self.ego = None if params.ego_pose_source == "none" else EgoPoseLookup(
+            lambda ns: self.poses.lookup(ns_seconds(ns), params.ego_pose_tolerance_s),
+            f"{params.ego_pose_source} within {params.ego_pose_tolerance_s:g} s")
+        self.times: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+        self.sync = ApproxTimeSync(None, int(params.queue_size), float(params.slop), num_inputs=len(CAMERA_NAMES))
+        self.last_cam_stamp: list[int | None] = [None] * len(CAMERA_NAMES)
+        self.copy_topics = {TF_STATIC_TOPIC, TF_TOPIC, GROUND_TRUTH_TOPIC}
+        self.image_index: dict[str, int] = {}
+        self.info_index = {t: i for i, t in enumerate(params.camera_info_topic_list())}
+        self.pose_topics = {"tf": {TF_TOPIC}, "odometry": {params.odometry_topic}}.get(params.ego_pose_source, set())
+
+    def select_topics(self, topics: set[str], image_transport: str) -> None:
+        """Pick the image transport the bag holds (``_choose_transport``)."""
+        transport = _choose_transport(topics, self.p, image_transport)
+        self.res.image_transport = transport
+        self.image_index = {t: i for i, t in enumerate(self.p.image_topic_list(transport))}
+
+    def topics(self) -> set[str]:
+        """Every topic replay reads in bag order."""
+        return set(self.image_index) | set(self.info_index) | self.pose_topics | {TF_STATIC_TOPIC} | self.copy_topics
+
+    def _tf_static(self, msg: Any) -> None:
+        for tf in msg.transforms:
+            self.cal.tree.set(tf.header.frame_id, tf.child_frame_id, m.transform_to_matrix(tf))
+
+    def read_calibration(self, reader: Any, bag: Path) -> None:
+        """The first valid CameraInfo of each camera (+ ``/tf_static``) until the rig can be built."""
+        use_tf = self.p.calibration_source == "tf"
+        conns = [c for c in reader.connections if c.topic in self.info_index or (c.topic == TF_STATIC_TOPIC and use_tf)]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = self.store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == TF_STATIC_TOPIC:
+                self._tf_static(msg)
+            else:
+                cam = CAMERA_NAMES[self.info_index[conn.topic]]
+                if cam not in self.cal.inputs.intrinsics:
+                    self.cal.on_camera_info(cam, msg)
+            if self.cal.complete():
+                break
+        if not self.cal.complete():
+            raise ValueError(f"{bag}: calibration never complete, no frame can be assembled: {self.cal.missing()}")
+        self.cal.build()
+
+    def on_message(self, conn: Any, log_ns: int, raw: bytes, output: "_OutputBag | None") -> bool:
+        """Handle one message in bag order; True when it completed (and processed) a camera set."""
+        topic = conn.topic
+        if topic in self.image_index:
+            return self._on_image(self.image_index[topic], self.store.deserialize_cdr(raw, conn.msgtype), log_ns,
+                                  output)
+        if topic in self.info_index:
+            if self.cal.on_camera_info(CAMERA_NAMES[self.info_index[topic]],
+                                       self.store.deserialize_cdr(raw, conn.msgtype)):
+                try:
+                    self.cal.build()
+                    self.res.count("calibration_changes")
+                except FrameAssemblyError as exc:
+                    self.res.skip(exc.kind)
+        elif topic == TF_STATIC_TOPIC and self.p.calibration_source == "tf":
+            self._tf_static(self.store.deserialize_cdr(raw, conn.msgtype))
+        elif topic in self.pose_topics:
+            self._on_pose(topic, self.store.deserialize_cdr(raw, conn.msgtype))
+        return False
+
+    def _on_image(self, i: int, msg: Any, log_ns: int, output: "_OutputBag | None") -> bool:
+        t = m.stamp_of(msg)
+        if self.last_cam_stamp[i] is not None and t == self.last_cam_stamp[i]:
+            self.res.count("duplicate_image")  # a repeated stamp of one camera is ignored (node rule)
+            return False
+        self.last_cam_stamp[i] = t
+        emitted = self.sync.add(i, msg.header.stamp, (msg, log_ns))
+        if emitted is None:
+            return False
+        self.res.sets += 1
+        out = self.processor.process(self.cal.rig, [e[0] for e in emitted], self.limits, ego_pose=self.ego)
+        _record(self.res, self.times, out, output, max(e[1] for e in emitted))
+        return True
+
+    def _on_pose(self, topic: str, msg: Any) -> None:
+        if topic != TF_TOPIC:
+            self.poses.add(ns_seconds(m.stamp_of(msg)), m.pose_to_matrix(msg.pose))
+            return
+        odom, base = self.p.odom_frame.lstrip("/"), self.p.frame_id.lstrip("/")
+        for tf in msg.transforms:
+            if tf.header.frame_id.lstrip("/") == odom and tf.child_frame_id.lstrip("/") == base:
+                self.poses.add(ns_seconds(m.stamp_of(tf)), m.transform_to_matrix(tf))
+
+    def finish(self) -> ReplayResult:
+        self.res.counters["sync_dropped"] = int(sum(self.sync.dropped))
+        self.res.timing_ms = {k: float(statistics.median(v)) if v else 0.0 for k, v in self.times.items()}
+        return self.res
 
 
 class _Counters:
