@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m qdbev_ros.play BAG [--rate R] [--loop] ...`` (same options as ``qdbev play``)."""
     import argparse
 
-    from .cli import add_play_arguments
+    from .verb_args import add_play_arguments
 
     parser = argparse.ArgumentParser(prog="python -m qdbev_ros.play", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -324,11 +324,11 @@ def _table(title: str, rows: list[dict]) -> str:
 
 
 def _path_nds(args: argparse.Namespace, model: str) -> int:
-    """``--path-nds``: NDS of every ``auto`` candidate path of ``model`` (see ``auto_select.score_paths``)."""
+    """``--path-nds``: NDS of every ``auto`` candidate path of ``model`` (see ``path_nds.score_paths``)."""
     import torch
 
     from ..engine import auto_source
-    from ..engine.auto_select import score_paths
+    from ..path_nds import score_paths
 
     torch.set_num_threads(args.threads)
     print(f"bench: scoring every execution path of {model} on {args.split} ...", file=sys.stderr, flush=True)

@@ -30,7 +30,7 @@ paths only (TensorRT needs a GPU: name ``backend="tensorrt"`` there).
    bug, wrong weights), not a 0.01 NDS change;
 3. and, per model, the *NDS record* does not fail it: ``qdbev bench --path-nds`` scores every path
    over a dataset split with the official evaluator and writes ``nds-<model sha16>.json`` to the
-   cache directory (``score_paths``); a path whose NDS is more than ``nds_tolerance`` (0.01)
+   cache directory (``qdbev_core.path_nds.score_paths``); a path whose NDS is more than ``nds_tolerance`` (0.01)
    below or above the reference's is not eligible. An *approximate* path (``exact=False``:
    ``onnxruntime-fp32w``) needs that record: without it, it is not eligible.
 
@@ -466,7 +466,7 @@ def time_paths(engines: dict[str, tuple[ExecutionPath, Engine]], frames: Sequenc
 
 # --- NDS record ------------------------------------------------------------------------------------------------
 def nds_record_file(cache_dir: Path, model_sha256: str) -> Path:
-    """``<cache_dir>/nds-<model sha16>.json``: the per-path NDS of one model (``score_paths``)."""
+    """``<cache_dir>/nds-<model sha16>.json``: the per-path NDS of one model (``path_nds.score_paths``)."""
     return Path(cache_dir) / f"nds-{model_sha256[:16]}.json"
 
 
@@ -748,48 +748,11 @@ def load_auto_engine(source: ModelSource, threads: int | None = None, allow_spin
     return engine
 
 
-# --- NDS per path (qdbev bench --path-nds) ---------------------------------------------------------------------------
-def score_paths(source: ModelSource, dataroot: Path, version: str, split: str, out_dir: Path, threads: int,
-                allow_spinning: bool | None = None, record_out: Path | None = None,
-                paths: Sequence[ExecutionPath] | None = None, progress: bool = False,
-                gate: AccuracyGate = AccuracyGate()) -> dict:
-    """Predict ``split`` along every candidate path (``paths``: default all) and score each with the
-    official evaluator; write the NDS record (``record_out``, default ``nds_record_file(auto_cache_dir(), sha)``)
-    that ``load_auto_engine`` reads. Returns the record."""
-    from ..hardware import cpu_info
-    from ..predict import predict_and_evaluate
-
-    paths = list(paths or candidate_paths(source.quantized, onnxruntime_available()))
-    ref = next((p for p in paths if p.reference), None)
-    if ref is None:
-        raise ValueError("score_paths needs the reference path (the model's own torch result) among the paths")
-    rec_paths: dict[str, dict] = {}
-    for p in paths:
-        engine = build_path(p, source, threads=threads, allow_spinning=allow_spinning)
-        summary = predict_and_evaluate(engine, Path(dataroot), version, split, Path(out_dir) / p.name, progress=progress)
-        rec_paths[p.name] = {"nds": float(summary.get("nd_score", 0.0)), "map": float(summary.get("mean_ap", 0.0)),
-                             "description": p.description}
-        log.info("path %s: NDS %.4f", p.name, rec_paths[p.name]["nds"])
-    ref_nds = rec_paths[ref.name]["nds"]
-    for name, r in rec_paths.items():
-        r["delta_vs_reference"] = r["nds"] - ref_nds
-        r["within_tolerance"] = abs(r["nds"] - ref_nds) <= gate.nds_tolerance
-    record = {"format": NDS_FORMAT, "model": source.label, "model_sha256": source.sha256, "reference": ref.name,
-              "reference_nds": ref_nds, "tolerance": gate.nds_tolerance, "dataroot": str(dataroot),
-              "version": version, "split": split,
-              "cpu_summary": cpu_info().summary(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "paths": rec_paths}
-    out = Path(record_out) if record_out else nds_record_file(auto_cache_dir(), source.sha256)
-    write_json_atomic(out, record)
-    record["file"] = str(out)
-    return record
-
-
 __all__ = [
     "AccuracyGate", "AutoChoice", "AutoKey", "ExecutionPath", "FrameTimer", "ModelSource", "PathResult", "ProbeCheck",
     "auto_cache_dir", "build_path", "cache_file", "candidate_paths", "check_against_reference", "decide",
     "dequantized_fp32_model", "detection_agreement", "fp32w_onnx", "int8_note", "load_auto_engine", "make_key",
-    "nds_record_file", "probe_frames", "read_cache", "read_nds_record", "run_probe", "score_paths", "time_paths",
+    "nds_record_file", "probe_frames", "read_cache", "read_nds_record", "run_probe", "time_paths",
     "wall_clock_ms",
     "write_json_atomic",
 ]

@@ -18,17 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("qdbev_core", "qdbev_ros")
 
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # qdbev_ros/cli.py <-> qdbev_ros/play.py (play builds its verb from cli) and record.py -> play.py:
-    # qdbev_ros/ is being reworked by the helper that owns the ROS glue (issue 19 items 1-4); remove
-    # this entry once that lands.
-    frozenset({"qdbev_ros.cli", "qdbev_ros.play", "qdbev_ros.record"}),
-    # package level: qdbev_core/engine/auto_select.py (the `auto` backend, being added by the helper
-    # that owns engine selection) imports qdbev_core/predict.py, which imports qdbev_core/engine/base.py;
-    # remove once one of them moves (e.g. the scoring loop below engine/, or predict.py above it).
-    frozenset({"qdbev_core.engine", "qdbev_core.predict"}),
-]
-"""Cycles that run through files another change owns; a cycle must be a subset of one of these."""
+KNOWN_CYCLES: list[frozenset[str]] = []
+"""Tolerated cycles (a cycle must be a subset of one of these): none; add one only with its reason and owner."""
 
 
 @dataclass(frozen=True)
