@@ -16,10 +16,10 @@ from qdbev_core.cli.main import main as qdbev_main
 from qdbev_core.experiments.paper_table import paired_differences, summarize_rows
 
 
-ROWS = "fp32,standard,qdbev-progressive,w8a8"
+ROWS = "fp32,qdbev-progressive,w8a8"
 SEEDS = (3, 4)
-RUNS = [("fp32", 3), ("fp32", 4), ("standard", 3), ("standard", 4), ("qdbev-progressive", 3),
-        ("qdbev-progressive", 4), ("w8a8", 3)]  # w8a8 is a single-seed (sanity) row
+RUNS = [("fp32", 3), ("fp32", 4), ("qdbev-progressive", 3), ("qdbev-progressive", 4),
+        ("w8a8", 3)]  # w8a8 is a single-seed (sanity) row; standard / progressive rows are the same code path
 
 
 def _argv(root: Path, teacher: Path, out: Path, docs: Path, steps: int = 2) -> list[str]:
@@ -65,25 +65,27 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
         assert f"--steps 2 --batch-size 1 --lr 0.0002 --warmup-steps 0 --seed {seed}" in r["command"], name
         assert r["file"].startswith(str(out / name / f"seed{seed}")), r["file"]
     # the seed changes the run (other batches / calibration), not only its label
-    assert runs[("standard", 3)]["curves"]["loss"] != runs[("standard", 4)]["curves"]["loss"]
+    assert runs[("qdbev-progressive", 3)]["curves"]["loss"] != runs[("qdbev-progressive", 4)]["curves"]["loss"]
+    assert runs[("fp32", 3)]["curves"]["loss"] != runs[("fp32", 4)]["curves"]["loss"]
     assert runs[("fp32", 3)]["file"].endswith("model.safetensors") and "--init-from" in runs[("fp32", 3)]["command"]
-    assert runs[("standard", 3)]["file"].endswith("model.packed.safetensors") and runs[("standard", 3)]["ratio"] > 4
+    assert runs[("qdbev-progressive", 3)]["file"].endswith("model.packed.safetensors")
+    assert runs[("qdbev-progressive", 3)]["ratio"] > 4
     assert runs[("fp32", 4)]["ratio"] == 1.0
-    assert runs[("qdbev-progressive", 3)]["curves"]["vgd_bev"] and not runs[("standard", 3)]["curves"]["vgd"]
+    assert runs[("qdbev-progressive", 3)]["curves"]["vgd_bev"] and not runs[("fp32", 3)]["curves"].get("vgd")
     assert "--progressive" in runs[("qdbev-progressive", 4)]["command"]
 
     # mean / std per row over its seeds; paired differences seed by seed
     summ = {r["row"]: r for r in res["summary"]}
-    assert list(summ) == ["fp32", "standard", "qdbev-progressive", "w8a8"]
-    for name in ("fp32", "standard", "qdbev-progressive"):
+    assert list(summ) == ["fp32", "qdbev-progressive", "w8a8"]
+    for name in ("fp32", "qdbev-progressive"):
         a, b = runs[(name, 3)]["nds"], runs[(name, 4)]["nds"]
         assert summ[name]["seeds"] == [3, 4] and summ[name]["nds"] == pytest.approx((a + b) / 2)
         assert summ[name]["nds_std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
     assert summ["w8a8"]["seeds"] == [3] and summ["w8a8"]["nds_std"] is None
     pairs = {(p["a"], p["b"]): p for p in res["paired"]}
-    p = pairs[("qdbev-progressive", "standard")]
+    p = pairs[("qdbev-progressive", "fp32")]
     assert p["seeds"] == [3, 4]
-    assert p["diffs"] == pytest.approx([runs[("qdbev-progressive", s)]["nds"] - runs[("standard", s)]["nds"]
+    assert p["diffs"] == pytest.approx([runs[("qdbev-progressive", s)]["nds"] - runs[("fp32", s)]["nds"]
                                         for s in SEEDS])
     assert p["verdict"] in ("larger than the noise", "within the noise")
     assert ("qdbev", "standard") not in pairs  # a row that was not run gives no difference
@@ -99,15 +101,15 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
     table = _md_table(md, "## Results")
     assert table[0][:11] == ["row", "mode", "bits", "seeds", "NDS", "mAP", "mATE", "mAOE", "mAVE", "size MB", "ratio"]
     cells = {c[0]: c for c in table[2:]}
-    assert list(cells) == ["fp32", "standard", "qdbev-progressive", "w8a8", "teacher"]
+    assert list(cells) == ["fp32", "qdbev-progressive", "w8a8", "teacher"]
     for r in res["summary"]:
         c = cells[r["row"]]
         pm = _fmt(r["nds"]) if r["nds_std"] is None else f"{_fmt(r['nds'])} ± {_fmt(r['nds_std'])}"
         assert c[2:5] == [r["bits"], ",".join(map(str, r["seeds"])), pm], r["row"]
         assert c[9:11] == [_fmt(r["size_mb"], 3), _fmt(r["ratio"], 2)], r["row"]
     paired_md = {c[0]: c for c in _md_table(md, "## Paired differences")[2:] if " - " in c[0]}
-    assert paired_md["qdbev-progressive - standard"][2] == ", ".join(f"{d:+.4f}" for d in p["diffs"])
-    assert paired_md["qdbev-progressive - standard"][5] == p["verdict"]
+    assert paired_md["qdbev-progressive - fp32"][2] == ", ".join(f"{d:+.4f}" for d in p["diffs"])
+    assert paired_md["qdbev-progressive - fp32"][5] == p["verdict"]
     for chk in res["checks"]:
         assert chk["text"] in md
     png = (docs / "paper-table.png").read_bytes()
@@ -115,11 +117,11 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
 
     # rerun: every run is reused (no training), same numbers
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/model*.safetensors")}
-    assert len(before) == 7 + 5  # every run's model.safetensors + the quantized runs' packed files
+    assert len(before) == 5 + 3  # every run's model.safetensors + the quantized runs' packed files
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
     capsys.readouterr()
     again = json.loads((out / "paper-table.json").read_text())
-    assert [r["status"] for r in again["rows"]] == ["reused"] * 7
+    assert [r["status"] for r in again["rows"]] == ["reused"] * 5
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/model*.safetensors")} == before
     assert [r["nds"] for r in again["rows"]] == [r["nds"] for r in res["rows"]]
     assert re.search(r"`fp32` seed 3 \(reused a finished run\)", (docs / "RESULTS.md").read_text())
@@ -131,7 +133,7 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
     assert qdbev_main(_argv(synth_dataroot, teacher, out2, docs)) == 0
     capsys.readouterr()
     third = json.loads((out2 / "paper-table.json").read_text())
-    assert [r["status"] for r in third["rows"]] == ["archived"] * 7
+    assert [r["status"] for r in third["rows"]] == ["archived"] * 5
     assert not list(out2.glob("*/seed*/model*.safetensors")) and not (out2 / "fp32").exists()
     assert len(third["rows"]) == len(res["rows"])
     for a, b in zip(third["rows"], res["rows"]):
