@@ -361,90 +361,114 @@ def unpack_model(path: str | Path, expected_sha256: str | None = None) -> nn.Mod
     verified first (``checkpoint.load_weights``: sha256 against the sidecar and
     ``expected_sha256``); any mismatch, truncation or layout error raises ``CheckpointError``.
     """
-    from ..model import BEVDetector
-    from ..model.config import ModelConfig
-
     path = Path(path)
     state, meta = load_weights(path, expected_sha256)
     if meta.get("format") != PACK_FORMAT:
         raise CheckpointError(f"{path}: not a packed low-bit model (sidecar format {meta.get('format')!r}, want {PACK_FORMAT!r})")
-    model = BEVDetector(ModelConfig.from_dict(meta["config"]))
-    spec = QuantSpec.from_dict(meta["quant_spec"])
-    quantize_model(model, spec)
-    mods = quant_modules(model)
+    model, mods, outs = _rebuild_fake_quant_model(meta, path)
     layers = {n: t for n, t in meta["layers"]}
-    names = [n for n, _ in mods]
-    if names != [n for n, _ in meta["layers"]]:
+    rd = _blob_readers(_as_act_rows(state, meta, path), mods, layers, path)
+    qnames, pnames = {n for n, _ in mods}, {n for n, _ in outs}
+    with torch.no_grad():
+        handled = _unpack_layers(mods, layers, rd, set(meta.get("scale32_layers", [])))
+        _unpack_output_quantizers(outs, meta.get("outputs", []), rd)
+        _unpack_other_tensors(model, rd, handled, qnames, pnames, set(meta.get("float32_keys", [])))
+    for r in rd.values():
+        r.check_done()
+    return model.eval()
+
+
+def _rebuild_fake_quant_model(meta: dict, path: Path) -> tuple[nn.Module, list, list]:
+    """The sidecar's config and quant spec as a fake-quant model; its layers and output quantizers
+    must be the ones the sidecar lists, in order."""
+    from ..model import BEVDetector
+    from ..model.config import ModelConfig
+
+    model = BEVDetector(ModelConfig.from_dict(meta["config"]))
+    quantize_model(model, QuantSpec.from_dict(meta["quant_spec"]))
+    mods = quant_modules(model)
+    if [n for n, _ in mods] != [n for n, _ in meta["layers"]]:
         raise CheckpointError(f"{path}: quantized layers of the rebuilt model do not match the sidecar's 'layers'")
-    qnames = set(names)
     outs = out_quantizers(model)
-    pnames = {n for n, _ in outs}
     if [n for n, _ in outs] != [n for n, _ in meta.get("outputs", [])]:
         raise CheckpointError(f"{path}: output quantizers of the rebuilt model do not match the sidecar's 'outputs'")
-    state = _as_act_rows(state, meta, path)
+    return model, mods, outs
+
+
+def _blob_readers(state: dict, mods: list, layers: dict, path: Path) -> dict[str, "_Reader"]:
+    """One sequential reader per blob; the 4-bit nibble stream is expanded once."""
     rd = {k: _Reader(k, state.get(k), path) for k in ("w4", "w8", "w_scale", "w_scale32", "act", "floats", "floats32", "ints")}
-    if "w4" in state:  # nibble stream: expand once, read codes
+    if "w4" in state:
         n4 = sum(master_weight(m).numel() for n, m in mods if (_parse_tag(layers[n])[0] or 99) <= 4)
         if state["w4"].numel() != (n4 + 1) // 2:
             raise CheckpointError(f"{path}: blob 'w4' has {state['w4'].numel()} bytes, layout needs {(n4 + 1) // 2}")
         rd["w4"] = _Reader("w4", _nibble_unpack(state["w4"], n4), path)
+    return rd
+
+
+def _unpack_layers(mods: list, layers: dict, rd: dict, s32: set[str]) -> set[str]:
+    """Weights (integer codes x per-channel steps) and input quantizers of every quantized layer;
+    returns the state-dict keys written."""
     handled: set[str] = set()
-    f32_keys = set(meta.get("float32_keys", []))
-    s32 = set(meta.get("scale32_layers", []))
-    with torch.no_grad():
-        for n, m in mods:
-            w_bits, a_bits = _parse_tag(layers[n])
-            wt = master_weight(m)
-            if w_bits is None:
-                m.wq.set_enabled(False)
-                if m.aq is not None:
-                    m.aq.set_enabled(False)
-                continue
-            m.wq.bits = w_bits
-            m.wq.set_enabled(True)
-            if w_bits <= 4:
-                q = rd["w4"].take(wt.numel()).to(torch.float32) + m.wq.qmin
-            else:
-                q = rd["w8"].take(wt.numel()).to(torch.float32)
-            c = wt.shape[m.wq.ch_axis]
-            s = rd["w_scale32" if n in s32 else "w_scale"].take(c).to(torch.float32)
-            shape = [1] * wt.dim()
-            shape[m.wq.ch_axis] = -1
-            wt.copy_(q.view(wt.shape) * s.view(shape))
-            m.wq.step.copy_(s)
-            m.wq.set_initialized(True)
-            handled.add(n + ".weight")
+    for n, m in mods:
+        w_bits, a_bits = _parse_tag(layers[n])
+        wt = master_weight(m)
+        if w_bits is None:
+            m.wq.set_enabled(False)
             if m.aq is not None:
-                if a_bits is None:
-                    m.aq.set_enabled(False)
-                else:
-                    sz = rd["act"].take(1)[0]
-                    m.aq.bits = a_bits
-                    m.aq.step.copy_(sz[0])
-                    m.aq.zero_point.copy_(sz[1])
-                    m.aq.set_enabled(True)
-                    m.aq.set_initialized(True)
-        for (n, q), (_, tag) in zip(outs, meta.get("outputs", [])):
-            if tag == "off":
-                q.set_enabled(False)
-                continue
-            sz = rd["act"].take(1)[0]
-            q.bits = int(tag[1:])
-            q.step.copy_(sz[0])
-            q.zero_point.copy_(sz[1])
-            q.set_enabled(True)
-            q.set_initialized(True)
-        for k, v in model.state_dict().items():
-            if k in handled or _skip_key(k, qnames, pnames):
-                continue
-            if v.is_floating_point():
-                src = rd["floats32"] if k in f32_keys else rd["floats"]
-                v.copy_(src.take(v.numel()).to(v.dtype).view_as(v))
+                m.aq.set_enabled(False)
+            continue
+        m.wq.bits = w_bits
+        m.wq.set_enabled(True)
+        if w_bits <= 4:
+            q = rd["w4"].take(wt.numel()).to(torch.float32) + m.wq.qmin
+        else:
+            q = rd["w8"].take(wt.numel()).to(torch.float32)
+        c = wt.shape[m.wq.ch_axis]
+        s = rd["w_scale32" if n in s32 else "w_scale"].take(c).to(torch.float32)
+        shape = [1] * wt.dim()
+        shape[m.wq.ch_axis] = -1
+        wt.copy_(q.view(wt.shape) * s.view(shape))
+        m.wq.step.copy_(s)
+        m.wq.set_initialized(True)
+        handled.add(n + ".weight")
+        if m.aq is not None:
+            if a_bits is None:
+                m.aq.set_enabled(False)
             else:
-                v.copy_(rd["ints"].take(v.numel()).to(v.dtype).view_as(v))
-    for r in rd.values():
-        r.check_done()
-    return model.eval()
+                _set_act_quantizer(m.aq, a_bits, rd["act"].take(1)[0])
+    return handled
+
+
+def _set_act_quantizer(q: nn.Module, bits: int, step_zp: torch.Tensor) -> None:
+    """Enable an activation quantizer with its stored (step, zero point)."""
+    q.bits = bits
+    q.step.copy_(step_zp[0])
+    q.zero_point.copy_(step_zp[1])
+    q.set_enabled(True)
+    q.set_initialized(True)
+
+
+def _unpack_output_quantizers(outs: list, tags: list, rd: dict) -> None:
+    """The output quantizers in the sidecar's order ("off" or "a<bits>")."""
+    for (_, q), (_, tag) in zip(outs, tags, strict=True):
+        if tag == "off":
+            q.set_enabled(False)
+            continue
+        _set_act_quantizer(q, int(tag[1:]), rd["act"].take(1)[0])
+
+
+def _unpack_other_tensors(model: nn.Module, rd: dict, handled: set[str], qnames: set[str], pnames: set[str],
+                          f32_keys: set[str]) -> None:
+    """Every other state-dict tensor (biases, norms, embeddings, counters) in state-dict order."""
+    for k, v in model.state_dict().items():
+        if k in handled or _skip_key(k, qnames, pnames):
+            continue
+        if v.is_floating_point():
+            src = rd["floats32"] if k in f32_keys else rd["floats"]
+            v.copy_(src.take(v.numel()).to(v.dtype).view_as(v))
+        else:
+            v.copy_(rd["ints"].take(v.numel()).to(v.dtype).view_as(v))
 
 
 def _fp32_file_bytes(cfg_dict: dict) -> int:
