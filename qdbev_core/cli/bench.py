@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 DEFAULT_BACKENDS = "torch,onnxruntime,tensorrt,auto"
@@ -357,18 +360,27 @@ def run(args: argparse.Namespace) -> int:
         combos = [tuple(c.split("|", 2)) for c in args._interleave.split(";")]
         print(json.dumps(_measure_interleaved(args, combos)))
         return 0
-    import os
-
     if args.profile and args.interleave:
         raise SystemExit("qdbev bench: --profile times each backend in its own process; drop --interleave")
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     from ..engine import load_detector
 
     _, _, _, is_quant = load_detector(args.model)
     int8_model = args.int8_model or (args.model if is_quant else None)
     if args.path_nds:
         return _path_nds(args, int8_model or args.model)
+    rows, combos, int8_model = _plan(args, int8_model)
+    _prepare(args, combos)
+    with tempfile.TemporaryDirectory(prefix="qdbev-bench-") as tmp:
+        frames_file, n = _write_frames(args, Path(tmp) / "frames.pkl")
+        rows += _run_jobs(args, combos, frames_file)
+    _report(args, rows, n, int8_model)
+    return 0
+
+
+def _plan(args: argparse.Namespace, int8_model: str | None) -> tuple[list[dict], list[tuple[str, str, str]], str | None]:
+    """(rows skipped with their reason, (backend, precision, model) combos to time, the int8 model)."""
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     rows: list[dict] = []
     combos: list[tuple[str, str, str]] = []
     for b in backends:
@@ -395,21 +407,25 @@ def run(args: argparse.Namespace) -> int:
             combos.append(("auto", "auto", int8_model or args.model))
         else:
             rows.append({"backend": "auto", "precision": "auto", "skipped": "auto chooses among CPU paths (--device cpu)"})
-    _prepare(args, combos)
-    import pickle
-    import tempfile
+    return rows, combos, int8_model
 
+
+def _write_frames(args: argparse.Namespace, frames_file: Path) -> tuple[Path, int]:
+    """Decode the first ``--frames`` frames once and pickle them (with the scene starts) for the child
+    processes, so every backend times the same inputs; returns the file and the frame count."""
     from ..data.reader import NuScenesReader
 
     reader = NuScenesReader(args.dataroot, args.version, split=args.split)
     n = min(args.frames, len(reader))
     frames = [reader[i].frame for i in range(n)]
     starts = {sc.first for sc in reader.scenes() if sc.first < n}
-    tmpdir = tempfile.TemporaryDirectory(prefix="qdbev-bench-")
-    frames_file = Path(tmpdir.name) / "frames.pkl"
     with open(frames_file, "wb") as f:
         pickle.dump((frames, starts), f)
-    del frames, reader
+    return frames_file, n
+
+
+def _run_jobs(args: argparse.Namespace, combos: list[tuple[str, str, str]], frames_file: Path) -> list[dict]:
+    """Time the combos in child processes (one per combo, or one for all with ``--interleave``)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if args.shared_cpu:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -422,6 +438,7 @@ def run(args: argparse.Namespace) -> int:
     if args.interleave and combos:
         jobs = [("all (interleaved)", ["--_interleave", ";".join(f"{b}|{p}|{m}" for b, p, m in combos)],
                  [(b, p) for b, p, _ in combos])]
+    rows: list[dict] = []
     for label, extra, which in jobs:
         print(f"bench: {label} ...", file=sys.stderr, flush=True)
         proc = subprocess.run([sys.executable, "-m", "qdbev_core", "bench", *extra, *common],
@@ -432,7 +449,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         rows += out if isinstance(out, list) else [out]
-    tmpdir.cleanup()
+    return rows
+
+
+def _report(args: argparse.Namespace, rows: list[dict], n: int, int8_model: str | None) -> None:
+    """Print the table (and profiles) naming the machine, and write the JSON."""
     from ..hardware import machine_info
 
     machine = machine_info()
@@ -450,4 +471,3 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps({"title": title, "machine": machine, "int8_model": int8_model, "rows": rows},
                                     indent=2) + "\n")
     print(args.json)
-    return 0
