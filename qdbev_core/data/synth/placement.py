@@ -234,16 +234,12 @@ class Proposer:
         rng, fr, cls, size, n = self.rng, s.fr, s.cls, s.size, self.n
         half_len = size[0] / 2
         if s.moving:
-            a = self._along(fr, s.a_e, s.lim, half_len, static=False)
-            direction = 1.0 if rng.random() < 0.5 else -1.0
+            a, direction = self._along(fr, s.a_e, s.lim, half_len, static=False), self._direction()
             lane = int(rng.integers(n)) if cls != "construction_vehicle" else n - 1
             b = -direction * (LANE_W / 2 + LANE_W * lane) + rng.normal(0, 0.12)
             vmin, vmax = {"car": (3, 14), "truck": (3, 12), "bus": (4, 11), "trailer": (4, 10),
                           "construction_vehicle": (1.5, 4.5)}[cls]
-            speed = rng.uniform(vmin, vmax)
-            vel = direction * speed * fr.e_a
-            yaw = fr.phi + (0.0 if direction > 0 else math.pi)
-            return [self._obj(cls, fr.to_global(a, b), s.t, vel, yaw, size)]
+            return self._moving(s, a, b, direction, rng.uniform(vmin, vmax))
         a = self._along(fr, s.a_e, s.lim, half_len, static=True)
         if a is None:
             return []
@@ -254,13 +250,22 @@ class Proposer:
             yaw += math.pi
         return [self._obj(cls, fr.to_global(a, b), s.t, np.zeros(2), yaw, size)]
 
+    def _direction(self) -> float:
+        """+1 (with the route's direction) or -1, equally likely."""
+        return 1.0 if self.rng.random() < 0.5 else -1.0
+
+    def _moving(self, s: _Slot, a: float, b: float, direction: float, speed: float) -> list[SynthObject]:
+        """An object at (``a`` along, ``b`` across) the frame, driving ``speed`` m/s along its axis in
+        ``direction``, facing where it goes."""
+        yaw = s.fr.phi + (0.0 if direction > 0 else math.pi)
+        return [self._obj(s.cls, s.fr.to_global(a, b), s.t, direction * speed * s.fr.e_a, yaw, s.size)]
+
     def _cycle(self, s: _Slot) -> list[SynthObject]:
         """Riding (bicycles near the kerb, motorcycles in a lane) or parked on the sidewalk."""
         rng, fr, cls, size, n, hr = self.rng, s.fr, s.cls, s.size, self.n, self.hr
         half_len = size[0] / 2
         if s.moving:
-            a = self._along(fr, s.a_e, s.lim, half_len, static=False)
-            direction = 1.0 if rng.random() < 0.5 else -1.0
+            a, direction = self._along(fr, s.a_e, s.lim, half_len, static=False), self._direction()
             if cls == "bicycle":
                 b = -direction * (LANE_W * n - 0.8) + rng.normal(0, 0.1)
                 speed = rng.uniform(2.5, 6.5)
@@ -268,9 +273,7 @@ class Proposer:
                 lane = int(rng.integers(n))
                 b = -direction * (LANE_W / 2 + LANE_W * lane) + rng.normal(0, 0.3)
                 speed = rng.uniform(4.0, 14.0)
-            vel = direction * speed * fr.e_a
-            yaw = fr.phi + (0.0 if direction > 0 else math.pi)
-            return [self._obj(cls, fr.to_global(a, b), s.t, vel, yaw, size)]
+            return self._moving(s, a, b, direction, speed)
         a = self._along(fr, s.a_e, s.lim, half_len, static=True)
         if a is None:
             return []
