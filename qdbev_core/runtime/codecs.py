@@ -41,7 +41,7 @@ def _as_u8(data) -> NDArray[np.uint8]:
 
 
 def decode_raw_image(data, encoding: str, width: int, height: int, step: int | None = None,
-                     camera: str = "camera", is_bigendian: bool = False) -> NDArray[np.uint8]:
+                     camera: str = "camera", is_bigendian: bool = False, copy: bool = True) -> NDArray[np.uint8]:
     """``(height, width, 3)`` uint8 RGB array of a raw ``sensor_msgs/Image`` payload.
 
     Args:
@@ -51,8 +51,11 @@ def decode_raw_image(data, encoding: str, width: int, height: int, step: int | N
         step: bytes per row (``>= 3 * width``; row padding is skipped); default ``3 * width``.
         camera: name used in error messages.
         is_bigendian: ignored for 8-bit encodings (kept for the message's field).
-
-    Returns a new contiguous array (the message buffer is not referenced afterwards).
+        copy: True (default): always a new contiguous array (the message buffer is not referenced
+            afterwards). False: an ``rgb8`` image without row padding comes back as a **read-only
+            view** of ``data`` (no copy; writing to it raises), anything else as a new array. Only
+            for callers that keep the message unchanged while they use the image (the node's
+            per-set pipeline: ``CameraSetProcessor``).
     """
     enc = (encoding or "").strip().lower()
     if enc not in RAW_ENCODINGS:
@@ -82,6 +85,10 @@ def decode_raw_image(data, encoding: str, width: int, height: int, step: int | N
     img = rows[:, :row].reshape(height, width, 3)
     if enc == "bgr8":
         return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB)
+    if not copy and img.flags.c_contiguous:
+        view = img.view()
+        view.flags.writeable = False
+        return view
     return np.array(img, dtype=np.uint8, copy=True, order="C")
 
 
@@ -124,7 +131,7 @@ def decode_compressed_image(data, fmt: str = "", camera: str = "camera") -> NDAr
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageDecodeError(camera, f"{buf.size} bytes do not decode as {kind}",
                                "the message is truncated or corrupt")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second full-size array
 
 
 def encode_raw_image(rgb: NDArray[np.uint8], encoding: str = "rgb8") -> bytes:
@@ -158,13 +165,15 @@ def encode_compressed_image(rgb: NDArray[np.uint8], fmt: str = "jpeg", quality: 
     return out.tobytes()
 
 
-def decode_image_msg(msg: Any, camera: str = "camera") -> NDArray[np.uint8]:
+def decode_image_msg(msg: Any, camera: str = "camera", copy: bool = True) -> NDArray[np.uint8]:
     """``(H, W, 3)`` uint8 RGB of a ``sensor_msgs/Image`` or ``CompressedImage`` (rclpy or rosbags).
 
     A message with a ``format`` field is a ``CompressedImage``; anything else is read as a raw
     ``Image``. Raises ``UnsupportedEncodingError`` / ``ImageDecodeError`` naming ``camera``.
+    ``copy=False``: an unpadded ``rgb8`` image is a read-only view of ``msg.data``
+    (``decode_raw_image``); the caller must not change the message while it uses the image.
     """
     if hasattr(msg, "format"):
         return decode_compressed_image(msg.data, msg.format, camera=camera)
     return decode_raw_image(msg.data, msg.encoding, msg.width, msg.height, msg.step, camera=camera,
-                            is_bigendian=bool(msg.is_bigendian))
+                            is_bigendian=bool(msg.is_bigendian), copy=copy)

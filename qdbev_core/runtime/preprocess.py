@@ -57,14 +57,30 @@ def prepare_frame(frame: Frame, input_hw: tuple[int, int]) -> NetworkInput:
         if not (np.all(np.isfinite(frame.intrinsics[i])) and np.all(np.isfinite(frame.cam2ego[i]))):
             raise ValueError(f"camera {i}: calibration contains NaN/Inf; check its CameraInfo / extrinsics")
         ih, iw = image.shape[:2]
-        batch[i] = image if (ih, iw) == (h, w) else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        if (ih, iw) == (h, w):
+            batch[i] = image
+        else:  # straight into the batch: no temporary per camera
+            cv2.resize(image, (w, h), dst=batch[i], interpolation=cv2.INTER_AREA)
         ks[i] = scaled_intrinsics(frame.intrinsics[i], w / iw, h / ih)
-    img = (batch.astype(np.float32) - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
     return NetworkInput(
-        img=np.ascontiguousarray(img.transpose(0, 3, 1, 2)),
+        img=normalize_nchw(batch),
         intrinsics=ks.astype(np.float32),
         cam2ego=frame.cam2ego.astype(np.float32),
     )
+
+
+def normalize_nchw(batch: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """``(N, H, W, 3)`` uint8 RGB -> contiguous ``(N, 3, H, W)`` float32, ``(x - mean) / std``.
+
+    The same float32 operations, element for element, as
+    ``np.ascontiguousarray(((batch.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2))``,
+    written into one output array instead of three full-size temporaries.
+    """
+    n, h, w, _ = batch.shape
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    np.subtract(batch.transpose(0, 3, 1, 2), IMAGENET_MEAN_RGB[:, None, None], out=out, dtype=np.float32)
+    np.divide(out, IMAGENET_STD_RGB[:, None, None], out=out)
+    return out
 
 
 def ego_motion(prev_ego2global: NDArray[np.float64], cur_ego2global: NDArray[np.float64]) -> NDArray[np.float64]:

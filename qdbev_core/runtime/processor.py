@@ -3,7 +3,9 @@
 ``CameraSetProcessor.process(rig, msgs, ...)`` does, for the six image messages of one
 synchronized set (rclpy or ``rosbags`` messages: only fields are read):
 
-1. decode every image (``codecs.decode_image_msg``), look up the ego pose at the reference
+1. decode every image (``codecs.decode_image_msg``; the six in parallel on a small thread pool
+   owned by the processor: OpenCV and NumPy release the GIL; same arrays, same first error in
+   camera order as one after the other), look up the ego pose at the reference
    camera's stamp (CAM_FRONT, else the first camera present) and assemble the ``Frame``
    (``CameraRig.assemble``); bad input skips the set (``bad_frames``);
 2. time checks against the last processed frame: a stamp going backwards (bag loop, clock reset)
@@ -15,14 +17,17 @@ synchronized set (rclpy or ``rosbags`` messages: only fields are read):
 
 Problems and counts go to a ``ProblemSink``: the node turns them into ``/diagnostics`` entries and
 rate-limited log lines, replay into ``ReplayResult`` counters. The caller publishes or writes
-the result (``SetResult``). Not thread-safe: one caller thread (the node's worker).
+the result (``SetResult``, with the milliseconds of every stage). Not thread-safe: one caller
+thread (the node's worker); ``close()`` ends the decode threads.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +49,7 @@ __all__ = [
     "Problem",
     "ProblemSink",
     "SetResult",
+    "default_decode_workers",
     "filter_detections",
     "ns_seconds",
     "stamp_seconds",
@@ -117,13 +123,17 @@ class SetResult:
         stamp_ns: header stamp (ns) of the reference camera (CAM_FRONT, else the first present):
             the stamp of the published detections.
         stages_ms: ``preprocess`` (decode + assembly + engine preprocess), ``inference``,
-            ``postprocess`` milliseconds (processed sets only).
+            ``postprocess`` milliseconds (processed sets only; the node's ``~/debug`` topics).
+        detail_ms: the same time finer, in order (processed sets only): ``decode`` (the images),
+            ``assemble`` (ego pose, ``Frame``, time checks), ``engine_preprocess`` (resize,
+            normalize), ``inference``, ``postprocess`` (engine decoding + output limits).
     """
 
     detections: Detections | None = None
     skipped: str | None = None
     stamp_ns: int = 0
     stages_ms: dict[str, float] = field(default_factory=dict)
+    detail_ms: dict[str, float] = field(default_factory=dict)
 
 
 def stamp_seconds(stamp: Any) -> float:
@@ -149,6 +159,11 @@ def filter_detections(det: Detections, limits: OutputLimits) -> Detections:
                       class_names=det.class_names)
 
 
+def default_decode_workers(cameras: int = len(CAMERA_NAMES)) -> int:
+    """Decode threads by default: one per camera, at most one per CPU core."""
+    return max(1, min(cameras, os.cpu_count() or 1))
+
+
 class CameraSetProcessor:
     """Camera sets -> ``Detections`` with one engine (module docstring).
 
@@ -156,14 +171,43 @@ class CameraSetProcessor:
         engine: a ``qdbev_core.engine.Engine`` (``detect``, ``reset``, ``last_timing``, ``temporal``).
         sink: receives counts and problems.
         camera_names: camera order of the sets (model order).
+        decode_workers: threads decoding the images of a set; 1 decodes them one after the other in
+            the caller's thread; ``None``: ``default_decode_workers``.
     """
 
-    def __init__(self, engine: Any, sink: ProblemSink, camera_names: Sequence[str] = CAMERA_NAMES) -> None:
+    def __init__(self, engine: Any, sink: ProblemSink, camera_names: Sequence[str] = CAMERA_NAMES,
+                 decode_workers: int | None = None) -> None:
         self.engine = engine
         self.sink = sink
         self.camera_names = tuple(camera_names)
         self.last_stamp: float | None = None
         self._dropped_at_last_frame = 0
+        self.decode_workers = default_decode_workers(len(self.camera_names)) if decode_workers is None \
+            else max(1, int(decode_workers))
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """End the decode threads (idempotent; a later ``process`` starts them again)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def decode(self, msgs: Sequence[Any]) -> dict[str, Any]:
+        """``{camera: RGB array}`` of the messages present (``None`` = missing camera), decoded in
+        parallel when ``decode_workers > 1``.
+
+        Every image is the array ``decode_image_msg`` makes one after the other (an unpadded
+        ``rgb8`` image is a read-only view of its message, which the caller keeps unchanged while
+        the set is processed). A bad image raises the ``FrameAssemblyError`` of the first bad
+        camera in camera order, as a sequential loop would.
+        """
+        work = [(cam, msg) for cam, msg in zip(self.camera_names, msgs) if msg is not None]
+        if self.decode_workers == 1 or len(work) < 2:
+            return {cam: decode_image_msg(msg, cam, copy=False) for cam, msg in work}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="qdbev_decode")
+        futures = [self._pool.submit(decode_image_msg, msg, cam, False) for cam, msg in work]
+        return {cam: f.result() for (cam, _), f in zip(work, futures)}  # first error in camera order
 
     def max_gap_s(self) -> float:
         """Largest forward stamp gap (s) the engine's temporal fusion bridges (else it resets)."""
@@ -189,11 +233,10 @@ class CameraSetProcessor:
         front = msgs[0] if msgs and msgs[0] is not None else (present[0] if present else None)
         result = SetResult(stamp_ns=stamp_ns(front.header.stamp) if front is not None else 0)
         try:
-            images, stamps = {}, {}
-            for cam, msg in zip(self.camera_names, msgs):
-                if msg is not None:
-                    images[cam] = decode_image_msg(msg, cam)
-                    stamps[cam] = stamp_seconds(msg.header.stamp)
+            images = self.decode(msgs)
+            t_decoded = time.perf_counter()
+            stamps = {cam: stamp_seconds(msg.header.stamp) for cam, msg in zip(self.camera_names, msgs)
+                      if msg is not None}
             ego = self._ego_pose(ego_pose, result.stamp_ns) if front is not None else None
             frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=degraded,
                                  stamp_camera=self.camera_names[0])
@@ -205,10 +248,10 @@ class CameraSetProcessor:
             return result
         if degraded:
             self.sink.count("degraded_frames")
-        decode_ms = (time.perf_counter() - t0) * 1e3
         if not self._check_time(frame.stamp, dropped_sets):
             result.skipped = "duplicate_stamp"
             return result
+        t_assembled = time.perf_counter()
         try:
             det = filter_detections(self.engine.detect(frame), limits)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
@@ -217,16 +260,35 @@ class CameraSetProcessor:
                 f"{exc}; frame skipped", log_key=f"engine:{type(exc).__name__}", detail=traceback.format_exc()))
             result.skipped = "engine"
             return result
+        t_done = time.perf_counter()
         self.last_stamp = frame.stamp
         self._dropped_at_last_frame = dropped_sets
-        timing = getattr(self.engine, "last_timing", None)
         result.detections = det
+        self._record_timing(result, t0, t_decoded, t_assembled, t_done)
+        return result
+
+    def _record_timing(self, result: SetResult, t0: float, t_decoded: float, t_assembled: float,
+                       t_done: float) -> None:
+        """``stages_ms`` and ``detail_ms`` of a processed set from its ``perf_counter`` marks and
+        the engine's ``last_timing`` (what of ``detect`` is not preprocess / inference counts as
+        postprocess)."""
+        timing = getattr(self.engine, "last_timing", None)
+        pre = float(getattr(timing, "preprocess_ms", 0.0))
+        inference = float(getattr(timing, "inference_ms", 0.0))
+        decode_ms = (t_decoded - t0) * 1e3
+        assemble_ms = (t_assembled - t_decoded) * 1e3
         result.stages_ms = {
-            "preprocess": decode_ms + float(getattr(timing, "preprocess_ms", 0.0)),
-            "inference": float(getattr(timing, "inference_ms", 0.0)),
+            "preprocess": decode_ms + assemble_ms + pre,
+            "inference": inference,
             "postprocess": float(getattr(timing, "postprocess_ms", 0.0)),
         }
-        return result
+        result.detail_ms = {
+            "decode": decode_ms,
+            "assemble": assemble_ms,
+            "engine_preprocess": pre,
+            "inference": inference,
+            "postprocess": max(0.0, (t_done - t_assembled) * 1e3 - pre - inference),
+        }
 
     def _ego_pose(self, source: EgoPoseLookup | None, ns: int) -> NDArray[np.float64] | None:
         """The validated ego pose at ``ns``, or ``None`` (none configured, none found, or invalid)."""

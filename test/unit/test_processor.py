@@ -107,6 +107,12 @@ def test_a_set_becomes_a_frame_and_filtered_detections(proc) -> None:
     assert frame.stamp == 10.0 and len(frame.images) == 6 and frame.images[3][0, 0, 0] == 120
     assert frame.ego2global is None
     assert set(out.stages_ms) == {"preprocess", "inference", "postprocess"} and out.stages_ms["inference"] == 2.0
+    # the finer split the node reports per stage (issue 20): decode + assemble + engine's preprocess
+    # make up "preprocess"; "postprocess" is what detect() took besides preprocess and inference
+    assert list(out.detail_ms) == ["decode", "assemble", "engine_preprocess", "inference", "postprocess"]
+    assert out.detail_ms["engine_preprocess"] == 1.0 and out.detail_ms["inference"] == 2.0
+    assert out.stages_ms["preprocess"] == pytest.approx(
+        out.detail_ms["decode"] + out.detail_ms["assemble"] + out.detail_ms["engine_preprocess"])
     assert sink.counts == {"sets_processed": 1} and sink.problems == []
 
 
