@@ -99,8 +99,7 @@ def _wait(cond, timeout: float = 20.0) -> None:
 
 
 def _idle(node) -> bool:
-    with node._cv:
-        return node._pending is None
+    return node._mailbox.empty()
 
 
 def _counters(node) -> dict[str, str]:
@@ -149,3 +148,30 @@ def test_full_queues_keep_a_late_set(node_and_feed, capfd) -> None:
     err = capfd.readouterr().err
     assert "[internal]" not in err, err
     assert err.count("[out_of_order]") == 5, err  # the late image of each full queue is out of order
+
+
+def test_stage_timing_from_last_arrival_to_publish_on_diagnostics(node_and_feed) -> None:
+    """Issue 20: each published set's time is split by stage from its last camera's arrival; a set
+    that waits behind a busy worker shows the wait as ``queue``, and ``/diagnostics`` carries the
+    p50 / p90 of every stage in ``qdbev_node: timing``."""
+    from qdbev_ros.stage_timing import STAGES
+
+    node, engine, feed = node_and_feed
+    engine.gate.clear()
+    feed(1.0)
+    assert engine.entered.wait(20.0)
+    feed(1.1)  # waits in the mailbox while 1.0 is held in detect()
+    time.sleep(0.3)
+    engine.gate.set()
+    _wait(lambda: node._stage_times.recorded == 2)
+    sent = []
+    node.pub_diag.publish = sent.append
+    node._publish_diagnostics()
+    (timing,) = [st for st in sent[0].status if st.name == "qdbev_node: timing"]
+    values = {kv.key: float(kv.value) for kv in timing.values}
+    assert values["sets_in_window"] == 2
+    assert {f"{s}_ms_{q}" for s in STAGES for q in ("p50", "p90")} <= set(values), values
+    queue = sorted(d["queue"] for d in node._stage_times._sets)
+    assert queue[0] < 250.0 <= queue[1], queue  # set 1.1 waited for the worker
+    for d in node._stage_times._sets:
+        assert min(d.values()) >= 0.0 and d["total"] >= d["sync"] + d["queue"] + d["decode"], d

@@ -1,0 +1,95 @@
+"""What the node publishes for one processed camera set, and its publishers.
+
+``OutputPublishing`` is a mixin of ``QdbevNode``: ``~/detections/velocity`` (first, so it is
+there when a consumer sees the detections), ``~/detections``, ``~/objects`` (Autoware, when
+``publish_autoware_objects``), ``~/markers``, the ``~/debug`` timings, and the output / latency /
+per-stage records on ``/diagnostics`` (``qdbev_ros.stage_timing``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Float64, Header
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from qdbev_core.runtime.processor import SetResult
+
+from .autoware import detections_to_objects
+from .conversions import detections_to_markers, detections_to_msg, velocities_to_msg
+from .stage_timing import SetTrace
+from .startup_error import NodeStartupError
+
+__all__ = ["OutputPublishing"]
+
+
+class OutputPublishing:
+    """Publishers and publishing of one result (mixin of ``QdbevNode``)."""
+
+    def _create_publishers(self) -> None:
+        """Every output topic, ``/diagnostics`` and the ``~/debug`` timings."""
+        self.pub_det = self.create_publisher(Detection3DArray, "~/detections", 10)
+        self.pub_vel = self._velocity_publisher()
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.p["publish_markers"] else None
+        self.pub_objects = self._autoware_publisher()
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_time = {k: self.create_publisher(Float64, f"~/debug/processing_time/{k}_ms", 10)
+                         for k in ("preprocess", "inference", "postprocess")}
+        self.pub_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 10)
+
+    def _velocity_publisher(self):
+        """``~/detections/velocity`` publisher, or ``None`` (one warning) where qdbev_msgs is missing."""
+        try:
+            from qdbev_msgs.msg import ObjectVelocityArray
+        except ImportError as exc:
+            self.get_logger().warning(
+                f"qdbev_msgs is not importable ({exc}): ~/detections/velocity is not published, so consumers "
+                "get no object velocities. Build ros_interfaces/qdbev_msgs (`make setup`, or add it to the colcon "
+                "workspace)")
+            return None
+        return self.create_publisher(ObjectVelocityArray, "~/detections/velocity", 10)
+
+    def _autoware_publisher(self):
+        """``~/objects`` publisher where ``publish_autoware_objects`` is on, else ``None``.
+
+        Asked for but ``autoware_perception_msgs`` not importable: a FATAL startup error (the
+        user wants the output; silently leaving it out would starve the Autoware stack).
+        """
+        if not self.p["publish_autoware_objects"]:
+            return None
+        try:
+            from autoware_perception_msgs.msg import DetectedObjects
+        except ImportError as exc:
+            raise NodeStartupError(
+                f"publish_autoware_objects is true but autoware_perception_msgs is not importable ({exc}): "
+                "install Autoware's package (ros-<distro>-autoware-perception-msgs) or build "
+                "ros_interfaces/autoware_perception_msgs (`make setup`, or add it to the colcon workspace)") from exc
+        return self.create_publisher(DetectedObjects, "~/objects", 10)
+
+    def _publish(self, result: SetResult, arrival: float, trace: SetTrace) -> None:
+        """Velocities, detections, Autoware objects, markers, timings of one processed set.
+
+        ``arrival``: receipt of the set's first image (``~/debug/pipeline_latency_ms`` starts
+        there); ``trace``: its times, for the per-stage record from its last image on.
+        """
+        det = result.detections
+        header = Header(frame_id=self.p["frame_id"], stamp=Time(sec=result.stamp_ns // 1_000_000_000,
+                                                                 nanosec=result.stamp_ns % 1_000_000_000))
+        if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
+            self.pub_vel.publish(velocities_to_msg(det, header))
+        self.pub_det.publish(detections_to_msg(det, header))
+        if self.pub_objects is not None:
+            self.pub_objects.publish(detections_to_objects(det, header, self.p["autoware_obstacle_label"]))
+        if self.pub_markers is not None:
+            self.pub_markers.publish(detections_to_markers(det, header, min_score=self.p["marker_score_threshold"]))
+        for k, v in result.stages_ms.items():
+            self.pub_time[k].publish(Float64(data=v))
+        latency = (time.monotonic() - arrival) * 1e3
+        self.pub_latency.publish(Float64(data=latency))
+        self.diag.record_output(latency, {f"{k}_ms": v for k, v in result.stages_ms.items()})
+        self._last_output_mono = time.monotonic()
+        self._skipped_since_output = 0
+        self._stage_times.record(trace, result.detail_ms, self._last_output_mono)
