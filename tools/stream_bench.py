@@ -16,6 +16,10 @@ seconds it measures for ``--duration`` seconds:
   the node's own ``~/debug/pipeline_latency_ms`` p50 / p99;
 - drops: camera sets published that produced no detections (the node drops older sets by design:
   newest wins) and the node's diagnostics counters;
+- where the node's time goes: the per-stage p50 / p90 (ms) of its ``qdbev_node: timing``
+  diagnostics status, from the last camera's arrival to the published detections (``sync``,
+  ``queue``, ``decode``, ``assemble``, ``engine_preprocess``, ``inference``, ``postprocess``,
+  ``publish``, ``total``; ``qdbev_ros/stage_timing.py``), as the node saw it at the end;
 - the node's resident memory (``/proc/<pid>/status`` VmRSS) at the start and end of the window
   and its maximum (bounded memory = no growth after warm-up);
 - over time: every ``--report-every`` seconds (warm-up included) one line on stderr and one
@@ -259,6 +263,8 @@ class NodeOutputs:
     """(receipt wall time, ``~/debug/pipeline_latency_ms`` value)."""
     diag: dict[str, str] = field(default_factory=dict)
     """The newest ``qdbev_node: pipeline`` diagnostics key/values."""
+    timing: dict[str, str] = field(default_factory=dict)
+    """The newest ``qdbev_node: timing`` diagnostics key/values (per-stage p50 / p90 ms)."""
 
     def subscribe(self, node) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -275,9 +281,15 @@ class NodeOutputs:
 
     def _on_diag(self, msg) -> None:
         for st in msg.status:
-            if st.name == "qdbev_node: pipeline":
-                self.diag.clear()
-                self.diag.update({kv.key: kv.value for kv in st.values})
+            target = {"qdbev_node: pipeline": self.diag, "qdbev_node: timing": self.timing}.get(st.name)
+            if target is not None:
+                target.clear()
+                target.update({kv.key: kv.value for kv in st.values})
+
+    def stage_ms(self, pct: str = "p50") -> dict[str, float]:
+        """``{stage: ms}`` of the node's newest timing status at percentile ``pct`` (``p50`` / ``p90``)."""
+        tail = f"_ms_{pct}"
+        return {k[: -len(tail)]: float(v) for k, v in self.timing.items() if k.endswith(tail)}
 
 
 def wait_for_node(args: argparse.Namespace, cams: CameraStream, ros: RosSession, node_proc: NodeProcess) -> None:
@@ -417,6 +429,8 @@ def summarize(args: argparse.Namespace, cams: CameraStream, run: StreamRun, outp
         "latency_ms": {"p50": _r1(percentile(lat, 50)), "p99": _r1(percentile(lat, 99)),
                        "first_half_p50": _r1(percentile(first, 50)), "second_half_p50": _r1(percentile(second, 50))},
         "node_pipeline_latency_ms": {"p50": _r1(percentile(nl, 50)), "p99": _r1(percentile(nl, 99))},
+        "node_stage_ms": {"p50": outputs.stage_ms("p50"), "p90": outputs.stage_ms("p90"),
+                          "sets": outputs.timing.get("sets_in_window")},
         "node_rss_mb": {"start": _r1(rss_w[0] if rss_w else None), "end": _r1(rss_w[-1] if rss_w else None),
                         "max": _r1(max(rss_w) if rss_w else None),
                         "growth": _r1(rss_w[-1] - rss_w[0] if rss_w else None)},
@@ -458,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.warmup:g} s warm-up + {args.duration:g} s")
         run = stream(args, cams, ros, node_proc, outputs)
         result = summarize(args, cams, run, outputs)
+        p50 = result["node_stage_ms"]["p50"]
+        log("node stages p50 (ms), last camera -> published: "
+            + (", ".join(f"{k} {v:.1f}" for k, v in p50.items()) or "none reported"))
     finally:
         ros.close()
         node_proc.stop()
