@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -30,10 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import load_engine
     from ..predict import predict_split
 
+    # backend auto logs its choice itself (stderr where logging is not configured: auto_select.announce)
     engine = load_engine(args.model, backend=args.backend, device=args.device, score_threshold=args.score_threshold)
-    choice = getattr(engine, "auto_choice", None)
-    if choice is not None:
-        print(choice.log_line, file=sys.stderr, flush=True)
     reader = NuScenesReader(args.dataroot, args.version, split=args.split)
     writer, timing = predict_split(engine, reader)
     path = writer.write(args.out)

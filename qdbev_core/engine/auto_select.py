@@ -45,9 +45,12 @@ without re-timing). Written atomically (temporary file + ``os.replace``); a file
 read or parsed is ignored with a warning, re-timed and rewritten.
 
 The choice is logged in one line (``AutoChoice.log_line``): the path, the measured ms of every
-candidate (with why a path is not eligible), the cache file, whether it was timed now, and, for
-a quantized model, whether int8 pays off here (``int8 is not faster than fp32 here (no VNNI):
-using onnxruntime-fp32w``).
+candidate (with why a path is not eligible), the cache file, whether it was timed now (and in how
+many seconds), and, for a quantized model, whether int8 pays off here (``int8 is not faster than
+fp32 here (no VNNI): using onnxruntime-fp32w``). A first run (no usable cache) first says that it
+is timing the paths, then one line per path built and probed. Lines go to the ``qdbev.engine.auto``
+logger at INFO where logging is configured to show them, else to stderr (``announce``), so the
+node's and the CLI's output show them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -531,6 +535,7 @@ class AutoChoice:
         threads: intra-op threads.
         int8_note: for a quantized model, whether int8 pays off here ("" otherwise).
         model: the model as named.
+        elapsed_s: seconds the building, probing and timing took (None: read from the cache).
     """
 
     path: ExecutionPath
@@ -542,6 +547,7 @@ class AutoChoice:
     threads: int
     int8_note: str = ""
     model: str = ""
+    elapsed_s: float | None = None
 
     def result(self, name: str) -> PathResult | None:
         return next((r for r in self.results if r.path.name == name), None)
@@ -555,14 +561,15 @@ class AutoChoice:
             extra = "" if r.eligible else f" (not eligible: {r.why_not})"
             parts.append(f"{r.path.name} {ms}{extra}")
         note = f"; {self.int8_note}" if self.int8_note else ""
-        how = "timed now" if self.timed_now else "cached timing"
+        how = "cached timing" if not self.timed_now else (
+            "timed now" if self.elapsed_s is None else f"timed now in {self.elapsed_s:.0f} s")
         return (f"auto backend: using {self.path.name} ({self.path.description}) for {self.model} on "
                 f"{self.cpu_summary}, {self.threads} threads; measured per frame: {', '.join(parts)}{note}; "
                 f"{how}, cache {self.cache_file}")
 
     def to_dict(self) -> dict:
         return {"path": self.path.name, "backend": self.path.backend, "precision": self.path.precision,
-                "timed_now": self.timed_now, "cache_file": str(self.cache_file), "int8_note": self.int8_note,
+                "timed_now": self.timed_now, "elapsed_s": self.elapsed_s, "cache_file": str(self.cache_file), "int8_note": self.int8_note,
                 "candidates": [{"path": r.path.name, "ms": r.ms, "eligible": r.eligible, "why_not": r.why_not,
                                 "nds": r.nds_note, "check": None if r.check is None else asdict(r.check)}
                                for r in self.results],
@@ -650,26 +657,46 @@ def read_cache(path: Path, key: AutoKey, paths: Sequence[ExecutionPath]) -> list
 
 
 # --- entry point ---------------------------------------------------------------------------------------------------
-def load_auto_engine(source: ModelSource, threads: int | None = None, allow_spinning: bool | None = None,
-                     score_threshold: float = 0.05, topk: int = 300, device: str = "cpu",
-                     cache_dir: str | Path | None = None, nds_record: str | Path | None = None,
-                     warmup: int = 1, repeats: int = 4, timer: FrameTimer = wall_clock_ms,
-                     gate: AccuracyGate = AccuracyGate(), log_fn: Callable[[str], None] | None = None) -> Engine:
-    """The engine of the fastest eligible path of ``source`` on this machine; its choice is
-    ``engine.auto_choice`` (an ``AutoChoice``) and is logged with ``log_fn`` (default: this module's
-    logger at INFO).
+def announce(line: str) -> None:
+    """The default log function: INFO on the ``qdbev.engine.auto`` logger where logging is set up to
+    show it, else a line on stderr. ``qdbev_node`` and the ``qdbev`` CLI do not configure Python
+    logging, and a first start that spends a minute timing paths must not be silent."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
-    Args:
-        threads: intra-op threads of every path (None: ``torch.get_num_threads()``).
-        allow_spinning: onnxruntime busy-waiting (None: its default); part of the cache key.
-        device: must be ``"cpu"``.
-        cache_dir: where the choice is cached (default ``auto_cache_dir()``).
-        nds_record: the per-path NDS record (default ``nds-<sha16>.json`` in ``cache_dir``).
-        warmup: untimed passes over the probe frames per path (the first is the accuracy probe).
-        repeats: timed passes over the 2 probe frames per path (round-robin).
-        timer: measures one frame (tests inject one; it is never called when the cache is used).
-        gate: accuracy tolerances.
+
+@dataclass
+class AutoRun:
+    """What one ``load_auto_engine`` call works with: the model, this machine's cache key and files.
+
+    Attributes:
+        source: the model.
+        threads: intra-op threads of every path.
+        cpu: ``hardware.cpu_info()``.
+        paths: the candidates, reference first.
+        key: the cache key; ``cache_file`` its file.
+        record: the model's NDS record (None without one).
+        build_kw: ``build_path`` keyword arguments (threads, spinning, score threshold, top-k).
     """
+
+    source: ModelSource
+    threads: int
+    cpu: Any
+    paths: list[ExecutionPath]
+    key: AutoKey
+    cache_file: Path
+    record: dict | None
+    build_kw: dict[str, Any]
+
+    def build(self, path: ExecutionPath) -> Engine:
+        return build_path(path, self.source, **self.build_kw)
+
+
+def _prepare_run(source: ModelSource, threads: int | None, allow_spinning: bool | None, score_threshold: float,
+                 topk: int, device: str, cache_dir: str | Path | None, nds_record: str | Path | None) -> AutoRun:
+    """Check the device, set the thread count, and work out the key, the cache file and the NDS record."""
     import torch
 
     if not str(device).startswith("cpu"):
@@ -683,74 +710,149 @@ def load_auto_engine(source: ModelSource, threads: int | None = None, allow_spin
     paths = candidate_paths(source.quantized, onnxruntime_available())
     key = make_key(source.sha256, threads, paths, allow_spinning, cpu=cpu)
     cdir = Path(cache_dir) if cache_dir else auto_cache_dir()
-    cfile = cache_file(cdir, source.detector[2], key)
     record_path = Path(nds_record) if nds_record else nds_record_file(cdir, source.sha256)
-    record = read_nds_record(record_path, source.sha256)
-    kw = dict(threads=threads, allow_spinning=allow_spinning, score_threshold=score_threshold, topk=topk)
+    return AutoRun(source=source, threads=threads, cpu=cpu, paths=paths, key=key,
+                   cache_file=cache_file(cdir, source.detector[2], key),
+                   record=read_nds_record(record_path, source.sha256),
+                   build_kw=dict(threads=threads, allow_spinning=allow_spinning, score_threshold=score_threshold,
+                                 topk=topk))
 
-    results = read_cache(cfile, key, paths)
+
+def _engine_from_cache(run: AutoRun, results: list[PathResult], gate: AccuracyGate) -> tuple[PathResult, Engine]:
+    """Build only the path the cached measurements choose (the reference if that one cannot be built)."""
+    best = decide(results, run.record, gate)
+    try:
+        return best, run.build(best.path)
+    except Exception as exc:  # noqa: BLE001 - e.g. its ONNX export was deleted and cannot be redone
+        log.warning("auto backend: cached choice %s cannot be built (%s: %s); using the reference path",
+                    best.path.name, type(exc).__name__, exc)
+        ref = next(r for r in results if r.path.reference)
+        return ref, run.build(ref.path)
+
+
+def _reference_check(out: list[tuple[Detections, np.ndarray]], gate: AccuracyGate) -> ProbeCheck:
+    """The reference's own ``ProbeCheck``: exact by definition; counts its confident detections."""
+    return ProbeCheck(0.0, 1.0, sum(int((d.scores >= gate.score_min).sum()) for d, _ in out), True)
+
+
+def _build_and_probe(run: AutoRun, frames: list[Frame], warmup: int, gate: AccuracyGate,
+                     progress: Callable[[str], None]) -> tuple[dict[str, tuple[ExecutionPath, Engine]],
+                                                               dict[str, ProbeCheck]]:
+    """Build every candidate, run the probe through it (its first untimed pass) and check it against
+    the reference. A path that cannot be built or run is a failed check; the reference must work."""
+    built: dict[str, tuple[ExecutionPath, Engine]] = {}
+    checks: dict[str, ProbeCheck] = {}
+    ref_out: list = []
+    for i, p in enumerate(run.paths, 1):  # the reference comes first (candidate_paths)
+        t0 = time.perf_counter()
+        try:
+            e = run.build(p)
+            out = run_probe(e, frames)
+            for _ in range(max(0, warmup - 1)):
+                run_probe(e, frames)
+            if p.reference:
+                ref_out = out
+                checks[p.name] = _reference_check(out, gate)
+            else:
+                checks[p.name] = check_against_reference(p, ref_out, out, gate)
+            built[p.name] = (p, e)
+        except Exception as exc:  # noqa: BLE001 - a path that cannot run is just not a candidate
+            if p.reference:
+                raise
+            reason = f"failed to build or run: {type(exc).__name__}: {exc}"
+            checks[p.name] = ProbeCheck(float("inf"), None, 0, False, reason)
+            log.warning("auto backend: path %s %s", p.name, reason)
+        verdict = "ok" if checks[p.name].passed else checks[p.name].reason
+        progress(f"auto backend: [{i}/{len(run.paths)}] {p.name} built and probed in "
+                 f"{time.perf_counter() - t0:.1f} s ({verdict})")
+    return built, checks
+
+
+def _write_cache(run: AutoRun, results: list[PathResult], times: dict[str, list[float]], probe: dict[str, int],
+                 gate: AccuracyGate) -> None:
+    """Write the measurements to ``run.cache_file`` (a failure is a warning: timed again next time)."""
+    data = {"format": CACHE_FORMAT, "key": run.key.to_dict(), "model": run.source.label,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpu_summary": run.cpu.summary(), "probe": probe, "gate": asdict(gate),
+            "paths": _results_to_json(results, times)}
+    try:
+        write_json_atomic(run.cache_file, data)
+    except OSError as exc:
+        log.warning("auto backend: cannot write the cache %s (%s); the paths will be timed again next time",
+                    run.cache_file, exc)
+
+
+def _time_now(run: AutoRun, warmup: int, repeats: int, timer: FrameTimer, gate: AccuracyGate,
+              progress: Callable[[str], None]) -> tuple[PathResult, list[PathResult], Engine]:
+    """No usable cache: build, probe and time every path, choose, write the cache; keep only the
+    chosen engine."""
+    names = ", ".join(p.name for p in run.paths)
+    progress(f"auto backend: no cached choice for {run.source.label} on this machine ({run.cpu.summary()}, "
+             f"{run.threads} threads): building, checking and timing {len(run.paths)} execution paths ({names}) "
+             f"once; on a busy CPU this takes minutes. Later starts read {run.cache_file}")
+    frames = probe_frames()
+    built, checks = _build_and_probe(run, frames, warmup, gate, progress)
+    progress(f"auto backend: timing {', '.join(built)}: {max(1, repeats)} round-robin passes over "
+             f"{len(frames)} probe frames")
+    times = time_paths(built, frames, repeats, timer)
+    results = [PathResult(p, float(np.median(times[p.name])) if p.name in built else None, checks[p.name])
+               for p in run.paths]
+    best = decide(results, run.record, gate)
+    _write_cache(run, results, times, {"frames": len(frames), "warmup": warmup, "repeats": repeats}, gate)
+    engine = built[best.path.name][1]
+    built.clear()
+    return best, results, engine
+
+
+def load_auto_engine(source: ModelSource, threads: int | None = None, allow_spinning: bool | None = None,
+                     score_threshold: float = 0.05, topk: int = 300, device: str = "cpu",
+                     cache_dir: str | Path | None = None, nds_record: str | Path | None = None,
+                     warmup: int = 1, repeats: int = 4, timer: FrameTimer = wall_clock_ms,
+                     gate: AccuracyGate = AccuracyGate(), log_fn: Callable[[str], None] | None = None,
+                     progress_fn: Callable[[str], None] | None = None) -> Engine:
+    """The engine of the fastest eligible path of ``source`` on this machine; its choice is
+    ``engine.auto_choice`` (an ``AutoChoice``) and is logged in one line with ``log_fn``.
+
+    Steps: ``_prepare_run`` (key, cache file, NDS record), then either ``_engine_from_cache`` (a
+    usable cache: build the chosen path only, no timing) or ``_time_now`` (build and probe every
+    path, time them, write the cache), then the choice is attached and logged.
+
+    Args:
+        threads: intra-op threads of every path (None: ``torch.get_num_threads()``).
+        allow_spinning: onnxruntime busy-waiting (None: its default); part of the cache key.
+        device: must be ``"cpu"``.
+        cache_dir: where the choice is cached (default ``auto_cache_dir()``).
+        nds_record: the per-path NDS record (default ``nds-<sha16>.json`` in ``cache_dir``).
+        warmup: untimed passes over the probe frames per path (the first is the accuracy probe).
+        repeats: timed passes over the 2 probe frames per path (round-robin).
+        timer: measures one frame (tests inject one; it is never called when the cache is used).
+        gate: accuracy tolerances.
+        log_fn: receives the choice line (default ``announce``: INFO log, or stderr where logging
+            is not configured).
+        progress_fn: receives the progress lines of a first run, before and while it times
+            (default ``announce``); never called when the cache is used.
+    """
+    run = _prepare_run(source, threads, allow_spinning, score_threshold, topk, device, cache_dir, nds_record)
+    t0 = time.perf_counter()
+    results = read_cache(run.cache_file, run.key, run.paths)
     timed_now = results is None
-    engine: Engine | None = None
     if results is not None:
-        best = decide(results, record, gate)
-        try:
-            engine = build_path(best.path, source, **kw)
-        except Exception as exc:  # noqa: BLE001 - e.g. its ONNX export was deleted and cannot be redone
-            log.warning("auto backend: cached choice %s cannot be built (%s: %s); using the reference path",
-                        best.path.name, type(exc).__name__, exc)
-            best = next(r for r in results if r.path.reference)
-            engine = build_path(best.path, source, **kw)
+        best, engine = _engine_from_cache(run, results, gate)
     else:
-        frames = probe_frames()
-        built: dict[str, tuple[ExecutionPath, Engine]] = {}
-        probes: dict[str, list] = {}
-        failures: dict[str, str] = {}
-        checks: dict[str, ProbeCheck] = {}
-        ref_out: list = []
-        for p in paths:  # the reference comes first (candidate_paths)
-            try:
-                e = build_path(p, source, **kw)
-                out = run_probe(e, frames)
-                for _ in range(max(0, warmup - 1)):
-                    run_probe(e, frames)
-                if p.reference:
-                    ref_out = out
-                    checks[p.name] = ProbeCheck(0.0, 1.0, sum(int((d.scores >= gate.score_min).sum()) for d, _ in out), True)
-                else:
-                    checks[p.name] = check_against_reference(p, ref_out, out, gate)
-                built[p.name] = (p, e)
-            except Exception as exc:  # noqa: BLE001 - a path that cannot run is just not a candidate
-                if p.reference:
-                    raise
-                reason = f"failed to build or run: {type(exc).__name__}: {exc}"
-                checks[p.name] = ProbeCheck(float("inf"), None, 0, False, reason)
-                log.warning("auto backend: path %s %s", p.name, reason)
-        times = time_paths(built, frames, repeats, timer)
-        results = [PathResult(p, float(np.median(times[p.name])) if p.name in built else None, checks[p.name])
-                   for p in paths]
-        best = decide(results, record, gate)
-        engine = built[best.path.name][1]
-        data = {"format": CACHE_FORMAT, "key": key.to_dict(), "model": source.label,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "cpu_summary": cpu.summary(), "probe": {"frames": len(frames), "warmup": warmup, "repeats": repeats},
-                "gate": asdict(gate), "paths": _results_to_json(results, times)}
-        try:
-            write_json_atomic(cfile, data)
-        except OSError as exc:
-            log.warning("auto backend: cannot write the cache %s (%s); the paths will be timed again next time",
-                        cfile, exc)
-        built.clear()
-    choice = AutoChoice(path=best.path, results=results, cache_file=cfile, timed_now=timed_now,
-                        cpu_summary=cpu.summary(), vnni=cpu.vnni, threads=threads, model=source.label)
-    choice.int8_note = int8_note(results, best, cpu.vnni)
+        best, results, engine = _time_now(run, warmup, repeats, timer, gate, progress_fn or announce)
+    choice = AutoChoice(path=best.path, results=results, cache_file=run.cache_file, timed_now=timed_now,
+                        cpu_summary=run.cpu.summary(), vnni=run.cpu.vnni, threads=run.threads,
+                        model=source.label, elapsed_s=time.perf_counter() - t0 if timed_now else None)
+    choice.int8_note = int8_note(results, best, run.cpu.vnni)
     engine.auto_choice = choice
-    (log_fn or log.info)(choice.log_line)
+    (log_fn or announce)(choice.log_line)
     return engine
 
 
 __all__ = [
-    "AccuracyGate", "AutoChoice", "AutoKey", "ExecutionPath", "FrameTimer", "ModelSource", "PathResult", "ProbeCheck",
-    "auto_cache_dir", "build_path", "cache_file", "candidate_paths", "check_against_reference", "decide",
+    "AccuracyGate", "AutoChoice", "AutoKey", "AutoRun", "ExecutionPath", "FrameTimer", "ModelSource", "PathResult",
+    "ProbeCheck",
+    "announce", "auto_cache_dir", "build_path", "cache_file", "candidate_paths", "check_against_reference", "decide",
     "dequantized_fp32_model", "detection_agreement", "fp32w_onnx", "int8_note", "load_auto_engine", "make_key",
     "nds_record_file", "probe_frames", "read_cache", "read_nds_record", "run_probe", "time_paths",
     "wall_clock_ms",

@@ -92,6 +92,12 @@ def _load(models, onnx_cache, auto_dir: Path, timer: FakeTimer, lines: list | No
 MS = {"torch-int8": 100.0, "onnxruntime-int8": 20.0, "onnxruntime-fp32w": 30.0}
 
 
+@pytest.fixture(autouse=True)
+def private_auto_cache(tmp_path_factory, monkeypatch):
+    """No test here reads or writes the user's ~/.cache/qdbev/auto (a load without ``cache_dir`` uses this)."""
+    monkeypatch.setenv("QDBEV_AUTO_CACHE", str(tmp_path_factory.mktemp("auto-env")))
+
+
 # --- cache key ---------------------------------------------------------------------------------------------
 def test_cache_key_is_stable_and_changes_with_model_bytes_cpu_flags_versions_and_threads(models, tmp_path):
     cpu = CpuInfo(model="AMD EPYC 7B13", cores=2, arch="x86_64", isa=("avx2", "fma"))
@@ -213,6 +219,39 @@ def test_load_auto_engine_logs_its_choice_once(models, onnx_cache, tmp_path):
     isa = "VNNI" if cpu_info().vnni else "no VNNI"
     assert f"int8 is not faster than fp32 here ({isa}), but onnxruntime-fp32w is not eligible" in lines[0]
     assert str(e.auto_choice.cache_file) in lines[0] and cpu_info().summary() in lines[0]
+
+
+def test_a_first_run_says_it_is_timing_then_reports_each_path_and_a_cached_run_says_nothing(models, onnx_cache,
+                                                                                          tmp_path):
+    progress: list[str] = []
+    lines: list[str] = []
+    e = _load(models, onnx_cache, tmp_path, FakeTimer(MS), lines, progress_fn=progress.append)
+    c = e.auto_choice
+    assert lines == [c.log_line] and c.elapsed_s is not None and f"timed now in {c.elapsed_s:.0f} s" in lines[0]
+    assert len(progress) == 1 + 3 + 1, progress  # announcement, one line per path, the timing
+    first = progress[0]
+    assert first.startswith("auto backend: no cached choice for ") and str(models["packed"]) in first
+    assert "torch-int8, onnxruntime-int8, onnxruntime-fp32w" in first and str(c.cache_file) in first
+    for i, name in enumerate(["torch-int8", "onnxruntime-int8", "onnxruntime-fp32w"], 1):
+        assert progress[i].startswith(f"auto backend: [{i}/3] {name} built and probed in ") and "(ok)" in progress[i]
+    assert progress[4].startswith("auto backend: timing torch-int8, onnxruntime-int8, onnxruntime-fp32w: 2 ")
+
+    again: list[str] = []
+    c2 = _load(models, onnx_cache, tmp_path, FakeTimer(MS), progress_fn=again.append).auto_choice
+    assert again == [] and c2.elapsed_s is None and "cached timing" in c2.log_line
+
+
+def test_announce_logs_where_logging_shows_info_and_writes_stderr_where_it_does_not(monkeypatch, caplog, capsys):
+    from qdbev_core.engine import auto_select
+
+    with caplog.at_level(logging.INFO, logger="qdbev.engine.auto"):
+        auto_select.announce("auto backend: configured")
+    assert [r.getMessage() for r in caplog.records] == ["auto backend: configured"]
+    assert "configured" not in capsys.readouterr().err
+    bare = logging.Logger("qdbev.engine.auto.bare")  # like qdbev_node / the CLI: no handler anywhere
+    monkeypatch.setattr(auto_select, "log", bare)
+    auto_select.announce("auto backend: unconfigured")
+    assert capsys.readouterr().err == "auto backend: unconfigured\n"
 
 
 # --- damaged cache ------------------------------------------------------------------------------------------------
@@ -368,14 +407,16 @@ def test_bench_path_nds_scores_every_path_and_auto_reads_the_record(models, onnx
 
 
 def test_predict_cli_accepts_auto_and_prints_its_choice(models, synth_dataroot, tmp_path, monkeypatch, capsys):
+    """``qdbev predict`` (no logging configured) shows the choice line once, on stderr."""
     from qdbev_core.cli.main import main
 
     monkeypatch.setenv("QDBEV_ENGINE_CACHE", str(tmp_path / "onnx"))
     monkeypatch.setenv("QDBEV_AUTO_CACHE", str(tmp_path / "auto"))
+    monkeypatch.setattr("qdbev_core.engine.auto_select.log", logging.Logger("unconfigured"))  # as the CLI runs
     out = tmp_path / "results.json"
     assert main(["predict", "--model", str(models["fp32"]), "--backend", "auto", "--dataroot", str(synth_dataroot),
                  "--split", "synth_val", "--out", str(out), "--score-threshold", "0"]) == 0
-    assert out.is_file() and "auto backend: using " in capsys.readouterr().err
+    assert out.is_file() and capsys.readouterr().err.count("auto backend: using ") == 1
     with pytest.raises(SystemExit):
         main(["predict", "--model", str(models["fp32"]), "--backend", "openvino", "--dataroot", str(synth_dataroot),
               "--split", "synth_val", "--out", str(out)])
