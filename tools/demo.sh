@@ -57,9 +57,11 @@ say "3/7 official nuScenes evaluation of the ground truth (oracle) and of GT jit
   --output-dir "$OUT/eval_gt_jitter" | tee "$OUT/eval_gt_jitter.txt"
 
 MODEL="${QDBEV_DEMO_MODEL:-}"
-# the vehicle's CPU path: onnxruntime (int8 Q/DQ graph for a quantized model, exported once into
-# models/engines/); QDBEV_DEMO_BACKEND=torch runs the PyTorch (fake-quant) model instead
-BACKEND="${QDBEV_DEMO_BACKEND:-onnxruntime}"
+# the node's default backend, auto: the fastest CPU path of the model whose accuracy was checked,
+# timed once per machine by the first step that loads it (4/7, logged) and cached in
+# $QDBEV_AUTO_CACHE or ~/.cache/qdbev/auto; the node (6/7) and replay (7/7) read that cache, so
+# they run the same path (checked below). QDBEV_DEMO_BACKEND=onnxruntime|torch names one instead.
+BACKEND="${QDBEV_DEMO_BACKEND:-auto}"
 if [ -z "$MODEL" ] && [ -f models/manifest.yaml ]; then
   MODEL="$(python -c 'from qdbev_core.models_manifest import default_model; print(default_model() or "")')"
 fi
@@ -138,7 +140,17 @@ cat "$LIVE/record.log"
 
 # ------------------------------------------------------------------ 7. offline replay, same bag and model
 say "7/7 offline qdbev replay of the same bag, model and backend, scored the same way"
-"${QDBEV[@]}" replay "$BAG" --model "$MODEL" --backend "$BACKEND" --out "$LIVE/replay_output" --no-eval
+"${QDBEV[@]}" replay "$BAG" --model "$MODEL" --backend "$BACKEND" --out "$LIVE/replay_output" --no-eval \
+  2>&1 | tee "$LIVE/replay.log"
+if [ "$BACKEND" = auto ]; then  # both sides must have run the same execution path
+  LIVE_PATH="$(sed -n 's/.*auto backend: using \([a-z0-9-]*\) .*/\1/p' "$LIVE/node.log" | tail -n 1)"
+  REPLAY_PATH="$(sed -n 's/.*auto backend: using \([a-z0-9-]*\) .*/\1/p' "$LIVE/replay.log" | tail -n 1)"
+  echo "backend auto: live node ran ${LIVE_PATH:-?}, offline replay ran ${REPLAY_PATH:-?}"
+  if [ -z "$LIVE_PATH" ] || [ "$LIVE_PATH" != "$REPLAY_PATH" ]; then
+    echo "[demo] ERROR: backend auto chose different paths for the node and replay (see $LIVE/node.log, $LIVE/replay.log)" >&2
+    exit 1
+  fi
+fi
 "${QDBEV[@]}" bag score "$LIVE/replay_output" --source "$BAG" --eval-dir "$LIVE/eval_replay" \
   --json "$LIVE/replay.json" | tee "$LIVE/score_replay.txt"
 

@@ -179,7 +179,7 @@ class NodeParams:
     """
 
     model: str = ""
-    backend: str = "torch"
+    backend: str = "auto"
     device: str = "cpu"
     score_threshold: float = 0.05
     max_detections: int = 300

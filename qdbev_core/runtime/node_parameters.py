@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "LIVE_PARAMETERS",
     "NODE_PARAMETERS",
+    "PARAMETERS_BY_NAME",
     "PARAMETER_NAMES",
     "PARAMS_FILE_DIFFERS",
     "NodeParameter",
@@ -77,9 +78,10 @@ class NodeParameter:
 NODE_PARAMETERS: tuple[NodeParameter, ...] = (
     NodeParameter("model", "", "Model: a name in models/manifest.yaml or a path to a .safetensors file (with its "
                   ".json sidecar)."),
-    NodeParameter("backend", "torch", "Inference backend: torch | onnxruntime | tensorrt (as "
-                  "qdbev_core.engine.load_engine supports)."),
-    NodeParameter("device", "cpu", "Device of the torch / tensorrt backend: cpu | cuda | cuda:<index>.",
+    NodeParameter("backend", "auto", "Inference backend: auto (the fastest CPU path of the model whose accuracy "
+                  "was checked: torch, onnxruntime int8 or fp32; timed once per machine and model, then cached, "
+                  "docs/BENCHMARKS.md) | torch | onnxruntime | tensorrt (GPU)."),
+    NodeParameter("device", "cpu", "Device of the torch / tensorrt backend: cpu | cuda | cuda:<index> (auto: cpu).",
                   pattern=r"cpu|cuda(:\d+)?", pattern_hint="cpu, cuda or cuda:<index>"),
     NodeParameter("score_threshold", 0.05, "Detections scoring below this are not published [0, 1].", live=True,
                   low=0.0, high=1.0),
@@ -136,11 +138,12 @@ All others shape subscriptions, publishers, the engine or the calibration, which
 
 PARAMS_FILE_DIFFERS: dict[str, str] = {
     "model": "no model is built in; the file names the bundled default model",
-    "backend": "the file picks onnxruntime (a quantized model runs as its int8 graph, the vehicle's CPU path); "
-               "built in is the plain PyTorch engine, which needs no export",
 }
 """Parameters whose value in ``config/qdbev.yaml`` is not the built-in default, and why. Every
 other parameter the file sets has its built-in default (checked by a unit test)."""
+
+
+PARAMETERS_BY_NAME: dict[str, NodeParameter] = {p.name: p for p in NODE_PARAMETERS}
 
 
 def defaults() -> dict[str, Any]:

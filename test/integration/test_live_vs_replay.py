@@ -70,9 +70,17 @@ def test_live_node_nds_equals_offline_replay(synth_dataroot: Path, tmp_path: Pat
     source = read_bag_source(bag)
     keys = [k.stamp_ns for k in source.key_frames]
 
+    # ---- the offline engine first: config/qdbev.yaml's backend is auto, which times the model's paths
+    # here, outside the node's startup wait, into the session's cache (conftest.py); the node started
+    # next reads that choice (same key: 2 threads on both sides) and runs the same path
+    params = NodeParams.from_file(PARAMS_FILE, model=MODEL)
+    engine = load_engine(MODEL, backend=params.backend, device=params.device, threads=2,  # the node's OMP_NUM_THREADS
+                         score_threshold=params.score_threshold, topk=params.max_detections)
+    choice = getattr(engine, "auto_choice", None)
+
     # ---- live: node + paced player + recorder --------------------------------------------------
     domain = test_domain_id(31)
-    node = NodeProcess({"model": MODEL, "image_transport": "compressed"}, domain)
+    node = NodeProcess({"model": MODEL, "image_transport": "compressed"}, domain, backend=None)  # the file's: auto
     context, rec_node, executor, spin = _recorder_node(domain)
     recorded = tmp_path / "live_bag"
     player = None
@@ -118,9 +126,8 @@ def test_live_node_nds_equals_offline_replay(synth_dataroot: Path, tmp_path: Pat
     assert any(np.abs(d.boxes[:, 7:9]).max(initial=0.0) > 0 for d in live_det.values())  # velocities came through
 
     # ---- offline: the same bag, model and parameters ---------------------------------------------
-    params = NodeParams.from_file(PARAMS_FILE, model=MODEL)
-    engine = load_engine(MODEL, backend=params.backend, device=params.device,
-                         score_threshold=params.score_threshold, topk=params.max_detections)
+    if choice is not None:  # backend auto: the node read the choice timed above, so both ran the same path
+        assert f"auto backend: using {choice.path.name} " in node.log and "cached timing" in node.log, node.log
     offline = replay_bag(bag, engine, params)
     assert list(offline.detections) == keys
     for t in keys:  # same frames in, same detections out (up to float noise of another process)

@@ -75,13 +75,26 @@ def ros_env(domain_id: int) -> dict[str, str]:
     return env
 
 
-class NodeProcess:
-    """``qdbev_node`` as a subprocess; its merged stdout/stderr is collected line by line."""
+RANDOM_MODEL_BACKEND = "onnxruntime"
+"""Backend of the node tests on ``saved_random_model``: named, not config/qdbev.yaml's ``auto``, which
+would time the model's execution paths at the session's first node start (minutes on a loaded
+machine) inside these tests' timeouts. They test the node, not the path choice; onnxruntime is
+what they ran before ``auto`` became the default (its export of the random model is cached)."""
 
-    def __init__(self, params: dict[str, str], domain_id: int, params_file: Path = PARAMS_FILE) -> None:
+
+class NodeProcess:
+    """``qdbev_node`` as a subprocess; its merged stdout/stderr is collected line by line.
+
+    ``backend`` is passed as ``-p backend:=...`` unless ``None`` (then the params file's, ``auto``).
+    """
+
+    def __init__(self, params: dict[str, str], domain_id: int, params_file: Path = PARAMS_FILE,
+                 backend: str | None = RANDOM_MODEL_BACKEND) -> None:
         exe = Path(sys.executable).parent / "qdbev_node"
         cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "qdbev_ros.node"]
         cmd += ["--ros-args", "--params-file", str(params_file)]
+        if backend is not None:
+            params = {"backend": backend, **params}
         for k, v in params.items():
             cmd += ["-p", f"{k}:={v}"]
         self.cmd = cmd

@@ -26,7 +26,15 @@ from pathlib import Path
 
 import pytest
 
-from test_node_e2e import PARAMS_FILE, REPO, RigPublisher, ros_env, saved_random_model, test_domain_id  # noqa: E402
+from test_node_e2e import (  # noqa: E402
+    PARAMS_FILE,
+    RANDOM_MODEL_BACKEND,
+    REPO,
+    RigPublisher,
+    ros_env,
+    saved_random_model,
+    test_domain_id,
+)
 
 TRIALS = int(os.environ.get("QDBEV_SIGINT_TRIALS", "12"))
 PARALLEL = int(os.environ.get("QDBEV_SIGINT_PARALLEL", "4"))
@@ -37,7 +45,8 @@ def _start(model: Path, domain: int, k: int, log: Path) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "qdbev_node"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "qdbev_ros.node"]
     cmd += ["--ros-args", "--params-file", str(PARAMS_FILE), "-r", f"__node:=qdbev_sigint_{k}",
-            "-p", f"model:={model}", "-p", "ego_pose_source:=none", "-p", "publish_markers:=false"]
+            "-p", f"model:={model}", "-p", f"backend:={RANDOM_MODEL_BACKEND}", "-p", "ego_pose_source:=none",
+            "-p", "publish_markers:=false"]
     return subprocess.Popen(cmd, env=ros_env(domain), cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 

@@ -18,6 +18,7 @@ from qdbev_core.runtime.node_parameters import (
     LIVE_PARAMETERS,
     NODE_PARAMETERS,
     PARAMETER_NAMES,
+    PARAMETERS_BY_NAME,
     PARAMS_FILE_DIFFERS,
     defaults,
     markdown_table,
@@ -60,10 +61,24 @@ def test_params_file_sets_every_parameter_with_the_builtin_default() -> None:
             assert p.low <= v <= p.high, p.name
         if p.name not in PARAMS_FILE_DIFFERS:
             assert v == builtin[p.name], f"{p.name}: {v!r} in {PARAMS_FILE.name}, built-in {builtin[p.name]!r}"
-    assert values["backend"] == "onnxruntime" and builtin["backend"] == "torch"
+    # only `model` differs (none is built in): the node run without the file picks the same backend
+    assert set(PARAMS_FILE_DIFFERS) == {"model"}
+    assert values["backend"] == builtin["backend"] == "auto"
     header = PARAMS_FILE.read_text().split("/**:")[0]
     for name in PARAMS_FILE_DIFFERS:  # the file says which values are not the built-in ones
         assert f"`{name}`" in header, name
+    assert "`backend`" not in header, "the header still says backend differs from the built-in default"
+
+
+def test_backend_default_is_auto_and_every_engine_backend_is_described() -> None:
+    """Default ``auto``; the description names exactly ``load_engine``'s backends (an unknown one is
+    refused by ``load_engine`` at startup, ``test_node_parameter_validation.py``)."""
+    from qdbev_core.engine import BACKENDS
+
+    spec = PARAMETERS_BY_NAME["backend"]
+    assert spec.default == "auto" and spec.default in BACKENDS
+    listed = re.findall(r"(?:^|\| )(\w+)", spec.description.split(": ", 1)[1])
+    assert sorted(listed) == sorted(BACKENDS), listed
 
 
 def test_params_file_model_is_the_bundled_default() -> None:
