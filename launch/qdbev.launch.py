@@ -3,13 +3,14 @@
     ros2 launch qdbev qdbev.launch.py use_rviz:=true                     # config/qdbev.yaml as it is
     ros2 launch qdbev qdbev.launch.py model:=nano-fp32-yaw backend:=torch     # its fp32 teacher in PyTorch
     ros2 launch qdbev qdbev.launch.py params_file:=my_vehicle.yaml        # every parameter from that file
+    ros2 launch qdbev qdbev.launch.py --show-args                         # every argument, described
 
 Arguments (defaults in brackets):
     params_file       [<share/qdbev>/config/qdbev.yaml]  the node's parameters (model, backend, cameras, ...)
-    model             ['']          name in models/manifest.yaml or a .safetensors path
-    backend           ['']          torch | onnxruntime | tensorrt
-    camera_namespace  ['']          topics <ns>/<CAM>/image_raw[/compressed], <ns>/<CAM>/camera_info
-    image_transport   ['']          raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)
+    model, backend, camera_namespace, image_transport  ['']
+                                    the node parameter of that name; their descriptions are the
+                                    parameters' own, from qdbev_core/runtime/node_parameters.py
+                                    (launch_argument_description)
     namespace         ['']          ROS namespace of the node (its topics become /<ns>/qdbev_node/...)
     use_rviz          [false]       also start RViz with config/qdbev.rviz; where rviz2 is not installed
                                     the launch says so and starts the node without it
@@ -19,10 +20,10 @@ Arguments (defaults in brackets):
 
 `model`, `backend`, `camera_namespace` and `image_transport` default to empty: an empty argument
 is not passed to the node, so params_file decides (the shipped config/qdbev.yaml: the bundled
-model on onnxruntime, /cameras, raw images); a non-empty one is passed after params_file and
+model on backend auto, /cameras, raw images); a non-empty one is passed after params_file and
 overrides it. Traffic stays on this host when ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is set in
-the environment (tests and the demo do). test/unit/test_launch_files.py checks these names
-against the node's declared parameters.
+the environment (tests and the demo do). test/unit/test_launch_files.py checks these names,
+defaults and descriptions against the node's declared parameters and config/qdbev.yaml.
 """
 
 import shutil
@@ -34,6 +35,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, Pyth
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+from qdbev_core.runtime.node_parameters import launch_argument_description
 
 OVERRIDABLE = ("model", "backend", "camera_namespace", "image_transport")
 """Launch arguments that override the node parameter of the same name when not empty."""
@@ -82,18 +84,9 @@ def _qdbev_node(context) -> list:
 
 def generate_launch_description():
     share = FindPackageShare("qdbev")
-    args = [
-        DeclareLaunchArgument("model", default_value="",
-                              description="model name in models/manifest.yaml or a .safetensors path "
-                                          "(empty: params_file's)"),
-        DeclareLaunchArgument("backend", default_value="",
-                              description="torch | onnxruntime | tensorrt (empty: params_file's)"),
-        DeclareLaunchArgument("camera_namespace", default_value="",
-                              description="prefix of <ns>/<CAM>/image_raw[/compressed] and <ns>/<CAM>/camera_info "
-                                          "(empty: params_file's)"),
-        DeclareLaunchArgument("image_transport", default_value="",
-                              description="raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage) "
-                                          "(empty: params_file's)"),
+    args = [DeclareLaunchArgument(name, default_value="", description=launch_argument_description(name))
+            for name in OVERRIDABLE]
+    args += [
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "qdbev.yaml"]),
                               description="node parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="ROS namespace of the node"),

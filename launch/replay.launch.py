@@ -11,7 +11,8 @@ Arguments (defaults in brackets):
                                     waits for CameraInfo (7-20 s on a loaded 2-core machine); after
                                     this many seconds without that line it starts anyway (a warning)
     model, backend, camera_namespace, params_file, namespace, use_rviz, fastdds_profile: as qdbev.launch.py
-                                    (model, backend, camera_namespace: empty = params_file's)
+                                    (model, backend, camera_namespace: empty = params_file's; described
+                                    by the node parameters' own descriptions, launch_argument_description)
     image_transport   [auto]        auto: what the bag holds, read from its metadata.yaml (camera topics
                                     .../image_raw/compressed -> compressed, .../image_raw -> raw), so a
                                     bag of `qdbev bag from-nuscenes` (JPEG CompressedImage by default,
@@ -38,6 +39,7 @@ from launch.event_handlers import OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
+from qdbev_core.runtime.node_parameters import launch_argument_description
 
 READY_MARKER = "ready; waiting for CameraInfo"
 """What qdbev_node logs once its engine is loaded and it subscribes to CameraInfo (qdbev_ros/node.py)."""
@@ -45,6 +47,10 @@ READY_MARKER = "ready; waiting for CameraInfo"
 
 AUTO_TRANSPORT = "auto"
 """``image_transport:=auto`` (the default): the transport the bag's camera topics use."""
+
+NODE_ARGUMENTS = ("model", "backend", "camera_namespace")
+"""Launch arguments forwarded to qdbev.launch.py with an empty default (the params file decides);
+``image_transport`` is forwarded too, with the default ``auto``."""
 
 _IMAGE_TYPES = {"sensor_msgs/msg/CompressedImage": ("compressed", "/image_raw/compressed"),
                 "sensor_msgs/msg/Image": ("raw", "/image_raw")}
@@ -126,15 +132,12 @@ def generate_launch_description():
         DeclareLaunchArgument("loop", default_value="false", description="loop the bag"),
         DeclareLaunchArgument("start_delay", default_value="120.0",
                               description="longest wait for the node's ready line before playing anyway, seconds"),
-        DeclareLaunchArgument("model", default_value="",
-                              description="model name in models/manifest.yaml or a .safetensors path "
-                                          "(empty: params_file's)"),
-        DeclareLaunchArgument("backend", default_value="",
-                              description="torch | onnxruntime | tensorrt (empty: params_file's)"),
-        DeclareLaunchArgument("camera_namespace", default_value="",
-                              description="prefix of the camera topics in the bag (empty: params_file's)"),
-        DeclareLaunchArgument("image_transport", default_value="auto",
-                              description="auto (what the bag holds) | raw | compressed | empty (params_file's)"),
+        *(DeclareLaunchArgument(name, default_value="", description=launch_argument_description(name))
+          for name in NODE_ARGUMENTS),
+        DeclareLaunchArgument("image_transport", default_value=AUTO_TRANSPORT,
+                              description=launch_argument_description(
+                                  "image_transport", "params_file's value. auto (the default): what the bag "
+                                  "holds, from its metadata.yaml")),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "qdbev.yaml"]),
                               description="node parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="ROS namespace of the node"),

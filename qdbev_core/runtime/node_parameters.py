@@ -3,9 +3,12 @@ choices, description and whether it can change while the node runs.
 
 ``qdbev_ros.node`` declares its parameters from ``NODE_PARAMETERS`` (ranges become the
 ``ParameterDescriptor``'s ``floating_point_range`` / ``integer_range``; choices and ``pattern``
-are checked at startup). ``test/unit/test_node_parameters.py`` keeps ``config/qdbev.yaml``, the
-parameter table in ``docs/NODE.md`` (``markdown_table()`` writes it) and the README's list of
-run-time parameters in agreement with it. ROS-free: plain data, so offline tools can read it too.
+are checked at startup); ``launch/*.launch.py`` describe their ``model`` / ``backend`` /
+``camera_namespace`` / ``image_transport`` arguments with ``launch_argument_description``.
+``test/unit/test_node_parameters.py`` keeps ``config/qdbev.yaml``, the parameter table in
+``docs/NODE.md`` (``markdown_table()`` writes it) and the README's list of run-time parameters in
+agreement with it; ``test/unit/test_launch_files.py`` the launch arguments. ROS-free and
+dependency-free (plain data), so offline tools and the launch files can import it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "PARAMS_FILE_DIFFERS",
     "NodeParameter",
     "defaults",
+    "launch_argument_description",
     "markdown_table",
 ]
 
@@ -144,6 +148,16 @@ other parameter the file sets has its built-in default (checked by a unit test).
 
 
 PARAMETERS_BY_NAME: dict[str, NodeParameter] = {p.name: p for p in NODE_PARAMETERS}
+
+
+def launch_argument_description(name: str, empty: str = "params_file's value") -> str:
+    """The description of the launch argument that overrides node parameter ``name``
+    (``launch/*.launch.py``): the parameter's declared description, then what an empty value means.
+
+    The launch files declare these arguments with an empty default and pass a non-empty one to the
+    node after the params file, so the description is the parameter's own plus ``Empty: <empty>.``
+    """
+    return f"{PARAMETERS_BY_NAME[name].description} Empty: {empty}."
 
 
 def defaults() -> dict[str, Any]:

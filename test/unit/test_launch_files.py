@@ -2,9 +2,11 @@
 
 Where ``launch_ros`` is importable (a ROS install) the launch files are loaded and their launch
 arguments listed by the launch system itself. Everywhere (the PyPI ROS 2 wheels have no
-``launch``/``launch_ros``) they are checked statically with ``ast``: launch arguments and their
-defaults, node package / executable / name, the parameter names passed to the node (declared by
-``qdbev_ros.node``), the files they reference, and the topics RViz shows.
+``launch``/``launch_ros``) they are checked without it: the launch arguments, their defaults and
+descriptions from ``generate_launch_description()`` run with stub launch modules (the arguments
+that set node parameters are declared in a loop, described by ``node_parameters.py``), and with
+``ast`` the node package / executable / name, the parameter names passed to the node (declared
+by ``qdbev_ros.node``), the files they reference, and the topics RViz shows.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_launch_issue18 import declared_arguments  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
@@ -47,17 +53,18 @@ def _literal(node):
         return None
 
 
-def _launch_args(tree: ast.AST) -> dict[str, object]:
-    """``{name: default literal or the PathJoinSubstitution's path parts or None}``."""
-    out = {}
-    for call in _calls(tree, "DeclareLaunchArgument"):
-        name = _literal(call.args[0])
-        default = _kw(call, "default_value")
-        if isinstance(default, ast.Call) and _calls(default, "PathJoinSubstitution"):
-            out[name] = ("path", tuple(_literal(e) for e in default.args[0].elts[1:]))
+def _launch_args(path: Path) -> dict[str, object]:
+    """``{name: default string, or ("path", parts after the package share) of a PathJoinSubstitution, or
+    None (required)}``, from the launch file's ``generate_launch_description()`` run with stub launch
+    modules (``test_launch_issue18.declared_arguments``); every argument has a description."""
+    out: dict[str, object] = {}
+    for name, kw in declared_arguments(path).items():
+        assert kw.get("description"), f"launch argument {name} has no description"
+        default = kw.get("default_value")
+        if isinstance(default, tuple) and default[0] == "PathJoinSubstitution":
+            out[name] = ("path", tuple(default[1][0][1:]))
         else:
-            out[name] = None if default is None else _literal(default)
-        assert _literal(_kw(call, "description")), f"launch argument {name} has no description"
+            out[name] = default
     return out
 
 
@@ -91,7 +98,7 @@ def test_launch_files_parse_with_launch_ros_where_available() -> None:
 
 def test_main_launch_file_agrees_with_node_and_config(node_params) -> None:
     tree = ast.parse(MAIN.read_text())
-    args = _launch_args(tree)
+    args = _launch_args(MAIN)
     assert set(args) >= {"model", "backend", "camera_namespace", "params_file", "use_rviz", "image_transport"}
     # node: package qdbev, the console script, the node's own name
     nodes = {_literal(_kw(c, "executable")): c for c in _calls(tree, "Node")}
@@ -133,6 +140,32 @@ def test_main_launch_file_agrees_with_node_and_config(node_params) -> None:
     assert _launch_config_names(tree) - {None} <= set(args)
 
 
+def test_launch_arguments_yaml_and_node_parameters_agree() -> None:
+    """Launch arguments named like a node parameter are that parameter: declared in
+    node_parameters.py, set in config/qdbev.yaml, described by the parameter's own declaration
+    (``launch_argument_description``, choices included), with an empty default so the params file
+    decides (replay's ``image_transport`` defaults to ``auto``: the bag's). No other launch argument
+    shadows a node parameter."""
+    from qdbev_core.runtime.node_parameters import PARAMETERS_BY_NAME, launch_argument_description
+
+    main_overridable = ("model", "backend", "camera_namespace", "image_transport")
+    for path in (MAIN, REPLAY):
+        declared = declared_arguments(path)
+        as_params = [n for n in declared if n in PARAMETERS_BY_NAME]
+        assert set(as_params) == set(main_overridable), path.name
+        for name in as_params:
+            spec, desc = PARAMETERS_BY_NAME[name], declared[name]["description"]
+            assert name in PARAMS and spec.problem(PARAMS[name]) is None, (path.name, name)
+            assert desc.startswith(spec.description + " Empty: params_file's value"), (path.name, name, desc)
+            assert all(choice in desc for choice in spec.choices), (path.name, name, desc)
+            expected_default = "auto" if (path, name) == (REPLAY, "image_transport") else ""
+            assert declared[name]["default_value"] == expected_default, (path.name, name)
+        if path == MAIN:
+            assert [declared[n]["description"] for n in main_overridable] == [
+                launch_argument_description(n) for n in main_overridable]
+    assert PARAMS["backend"] == PARAMETERS_BY_NAME["backend"].default == "auto"
+
+
 def test_config_and_launch_run_the_manifests_default_model() -> None:
     """config/qdbev.yaml names the manifest's default model (and that model file is bundled); both
     launch files leave `model` to the params file (default ''), so they run it too."""
@@ -142,15 +175,15 @@ def test_config_and_launch_run_the_manifests_default_model() -> None:
     assert name is not None and name in read_manifest(REPO / "models" / "manifest.yaml")
     assert PARAMS["model"] == name
     for launch in (MAIN, REPLAY):
-        args = _launch_args(ast.parse(launch.read_text()))
+        args = _launch_args(launch)
         assert args["model"] == "" and args["params_file"] == ("path", ("config", "qdbev.yaml")), launch.name
     assert resolve_model(name)[0].is_file()
 
 
 def test_replay_launch_file_plays_the_bag_into_the_node(node_params) -> None:
     tree = ast.parse(REPLAY.read_text())
-    args = _launch_args(tree)
-    main_args = _launch_args(ast.parse(MAIN.read_text()))
+    args = _launch_args(REPLAY)
+    main_args = _launch_args(MAIN)
     assert args["bag"] is None  # required
     assert set(args) >= {"bag", "rate", "loop", "model", "backend", "camera_namespace", "params_file", "use_rviz"}
     assert args["image_transport"] == "auto"  # the bag's own transport (test_launch_issue18.py, 7(f))

@@ -33,22 +33,35 @@ def _strings(node: ast.AST) -> list[str]:
     return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
 
 
-def _args(tree: ast.AST) -> dict[str, object]:
-    out = {}
-    for c in _calls(tree, "DeclareLaunchArgument"):
-        d = _kw(c, "default_value")
-        out[c.args[0].value] = d.value if isinstance(d, ast.Constant) else ("expr" if d is not None else None)
-    return out
+def declared_arguments(path: Path) -> dict[str, dict]:
+    """``{name: {"default_value": ..., "description": ...}}``: the ``DeclareLaunchArgument`` calls
+    that the launch file's ``generate_launch_description()`` makes, run with stub launch modules
+    (some are declared in a loop over parameter names, so reading the source is not enough)."""
+    declared: dict[str, dict] = {}
+
+    def declare(name, **kw):
+        assert name not in declared, f"{path.name} declares {name!r} twice"
+        declared[name] = kw
+        return ("DeclareLaunchArgument", (name,), kw)
+
+    _exec_with_stubs(path, {"DeclareLaunchArgument": declare})["generate_launch_description"]()
+    return declared
+
+
+def _args(path: Path) -> dict[str, object]:
+    """``{name: default}``: a string default as is, a substitution ``"expr"``, none (required) ``None``."""
+    return {name: (d if isinstance(d, str) else "expr") if (d := kw.get("default_value")) is not None else None
+            for name, kw in declared_arguments(path).items()}
 
 
 def test_namespace_argument_reaches_the_node() -> None:
     tree = ast.parse(MAIN.read_text())
-    assert _args(tree)["namespace"] == ""
+    assert _args(MAIN)["namespace"] == ""
     (node,) = [c for c in _calls(tree, "Node") if "qdbev_node" in _strings(_kw(c, "executable"))]
     ns = _kw(node, "namespace")
     assert ns is not None and _strings(ns) == ["namespace"]
     replay = ast.parse(REPLAY.read_text())
-    assert _args(replay)["namespace"] == ""
+    assert _args(REPLAY)["namespace"] == ""
     forwarded = _kw(_calls(replay, "IncludeLaunchDescription")[0], "launch_arguments").func.value
     assert "namespace" in [k.value for k in forwarded.keys]
 
@@ -85,32 +98,14 @@ def test_replay_plays_when_the_node_is_ready() -> None:
     # the timer only starts playing when the ready line never came, never a second time
     (timer,) = _calls(tree, "TimerAction")
     assert _calls(timer, "OpaqueFunction") and not _calls(timer, "ExecuteProcess")
-    assert float(_args(tree)["start_delay"]) >= 60.0
+    assert float(_args(REPLAY)["start_delay"]) >= 60.0
 
 
 def test_replay_play_once_logic() -> None:
     """``PlayOnce`` without the launch package: stub its imports, exercise the two paths."""
-    import sys
     import types
 
-    stub = {}
-    for mod in ("launch", "launch.actions", "launch.conditions", "launch.event_handlers",
-                "launch.launch_description_sources", "launch.substitutions", "launch_ros",
-                "launch_ros.substitutions"):
-        m = types.ModuleType(mod)
-        m.__getattr__ = lambda name: (lambda *a, **k: (name, a, k))  # type: ignore[attr-defined]
-        stub[mod] = m
-    saved = {k: sys.modules.get(k) for k in stub}
-    sys.modules.update(stub)
-    try:
-        ns: dict = {}
-        exec(compile(REPLAY.read_text(), str(REPLAY), "exec"), ns)  # noqa: S102 - our own launch file
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    ns = _exec_with_stubs(REPLAY)
     play = ns["PlayOnce"](["play"])
     ev = types.SimpleNamespace(text=b"[INFO] qdbev_node: loading")
     assert play.on_output(ev) is None
@@ -203,7 +198,7 @@ def test_params_file_decides_unless_an_argument_is_given() -> None:
 
 def test_replay_forwards_empty_arguments_and_resolves_auto_first() -> None:
     tree = ast.parse(REPLAY.read_text())
-    args = _args(tree)
+    args = _args(REPLAY)
     assert args["model"] == args["backend"] == args["camera_namespace"] == ""
     assert args["image_transport"] == "auto"
     # the OpaqueFunction that resolves `auto` comes before the include that forwards image_transport
