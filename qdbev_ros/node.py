@@ -51,11 +51,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
-import traceback
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 
 _STOP = threading.Event()
@@ -77,6 +73,13 @@ if __name__ == "__main__" or Path(sys.argv[0]).name == "qdbev_node":
     # from the first line on: Ctrl-C while importing rclpy / numpy / torch (seconds on a loaded
     # machine; a launch system may stop it then) must not be a KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, _request_stop)
+
+# below the handler: a SIGINT while importing these (traceback compiles regexes: seconds on a
+# loaded machine) must not be a KeyboardInterrupt traceback either
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
