@@ -20,13 +20,10 @@ from qdbev_core.train.trainer import read_metrics, train
 TINY = {"num_queries": 30, "image_size": (64, 176), "bev_h": 16, "bev_w": 16}
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = BEVDetector("nano", **TINY)
-    path = tmp_path_factory.mktemp("teacher") / "fp.safetensors"
-    save_weights(model.state_dict(), path, {"config": model.cfg.to_dict(), "precision": "fp32"})
-    return path
+@pytest.fixture
+def teacher(tiny_teacher: Path) -> Path:
+    """The session's untrained TINY nano (test/unit/conftest.py), the teacher of every run here."""
+    return tiny_teacher
 
 
 def _run(root: Path, out: Path, qat: QatConfig, steps: int = 4) -> list[dict]:
@@ -78,10 +75,13 @@ def test_progressive_mode_switches_stages_on_in_order(synth_dataroot: Path, teac
     assert any(n.startswith("backbone.") for n in on) and any(n.startswith("decoder.") for n in on)
 
 
-def test_standard_mode_quantizes_everything_from_the_start(synth_dataroot: Path, teacher: Path, tmp_path: Path) -> None:
-    rows = _run(synth_dataroot, tmp_path / "std", QatConfig(teacher=str(teacher), mode="standard", calib_batches=1), steps=2)
+def test_standard_mode_quantizes_everything_from_the_start(standard_qat_run: Path) -> None:
+    # the session's standard QAT run of the same teacher (5 steps, calib_batches=1; test/unit/conftest.py),
+    # which test_qat_resume.py also compares its resumed run with
+    rows = read_metrics(standard_qat_run / "metrics.csv")
+    assert [int(r["step"]) for r in rows if r.get("loss")] == [1, 2, 3, 4, 5]
     assert not any(r.get("qat_stage") for r in rows)
-    model = load_model(tmp_path / "std" / "model.safetensors")
+    model = load_model(standard_qat_run / "model.safetensors")
     from qdbev_core.quant import quant_modules
 
     assert len(enabled_layers(model)) == len(quant_modules(model)) > 50
