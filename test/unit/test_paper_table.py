@@ -5,8 +5,10 @@ rerun reuses the finished runs, a rerun elsewhere reuses the archived runs, othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +48,32 @@ def _fmt(v, nd=4) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
+@pytest.fixture
+def row_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first row trains in the real ``python -m qdbev_core`` child process (``_run_qdbev``), the
+    others run the same ``qdbev`` argv through ``qdbev_core.cli.main.main`` in this process, their
+    stdout joining stderr as the child's does. Each child paid ~4 CPU-s of interpreter, torch and
+    devkit imports before its 2 steps; the child-process path itself stays covered by the first row."""
+    from qdbev_core.experiments import paper_table
+
+    real, how = paper_table._run_qdbev, []
+
+    def run(argv: list[str], ddp_procs: int) -> None:
+        if not how or ddp_procs > 1:
+            how.append("child process")
+            return real(argv, ddp_procs)
+        how.append("in process")
+        with contextlib.redirect_stdout(sys.stderr):
+            rc = qdbev_main(list(argv))
+        if rc != 0:
+            raise RuntimeError(f"`qdbev {' '.join(argv)}` failed with exit code {rc}")
+
+    monkeypatch.setattr(paper_table, "_run_qdbev", run)
+    return how
+
+
 def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_tiny_model: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
+                                               capsys: pytest.CaptureFixture, row_runs: list[str]) -> None:
     teacher = confident_tiny_model
     out, docs = tmp_path / "pt", tmp_path / "docs"
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
@@ -56,6 +82,7 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
     assert [(r["row"], r["seed"]) for r in printed["rows"]][:-1] == RUNS and printed["rows"][-1]["row"] == "teacher"
     runs = {(r["row"], r["seed"]): r for r in res["rows"]}
     assert list(runs) == RUNS and all(r["status"] == "trained" for r in runs.values())
+    assert row_runs == ["child process"] + ["in process"] * 4  # one training per run, the first as a child
     for (name, seed), r in runs.items():
         c = r["curves"]
         assert c["step"] == [1, 2] and c["eval_step"] == [1, 2], name  # periodic evaluation -> NDS curve
@@ -119,6 +146,7 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/model*.safetensors")}
     assert len(before) == 5 + 3  # every run's model.safetensors + the quantized runs' packed files
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
+    assert len(row_runs) == 5  # nothing trained again
     capsys.readouterr()
     again = json.loads((out / "paper-table.json").read_text())
     assert [r["status"] for r in again["rows"]] == ["reused"] * 5
@@ -133,7 +161,7 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
     assert qdbev_main(_argv(synth_dataroot, teacher, out2, docs)) == 0
     capsys.readouterr()
     third = json.loads((out2 / "paper-table.json").read_text())
-    assert [r["status"] for r in third["rows"]] == ["archived"] * 5
+    assert [r["status"] for r in third["rows"]] == ["archived"] * 5 and len(row_runs) == 5
     assert not list(out2.glob("*/seed*/model*.safetensors")) and not (out2 / "fp32").exists()
     assert len(third["rows"]) == len(res["rows"])
     for a, b in zip(third["rows"], res["rows"]):
