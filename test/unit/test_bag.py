@@ -304,12 +304,16 @@ def test_new_fills_ros_defaults() -> None:
 # ---- node parameters and the ROS-free rule --------------------------------------------------------
 
 
-def test_node_params_load_the_params_file() -> None:
+def test_node_params_load_the_params_file(tmp_path: Path) -> None:
     """config/qdbev.yaml loads into NodeParams (its defaults: test_node_parameters.py)."""
     p = NodeParams.from_file(REPO / "config" / "qdbev.yaml", score_threshold=0.0, model=None)
     from qdbev_core.models_manifest import default_model
 
-    assert p.model == default_model() and p.score_threshold == 0.0 and p.backend == "onnxruntime"
+    assert p.model == default_model() and p.score_threshold == 0.0 and p.backend == "auto"
+    # a value that differs from the built-in default is taken from the file, not the default
+    edited = tmp_path / "qdbev.yaml"
+    edited.write_text((REPO / "config" / "qdbev.yaml").read_text().replace('backend: "auto"', 'backend: "torch"', 1))
+    assert NodeParams.from_file(edited).backend == "torch"
     assert p.image_topic_list("raw")[0] == "/cameras/CAM_FRONT/image_raw"
     assert p.calibration_path().is_file()
 
