@@ -4,8 +4,8 @@ Inner workings (the Autoware camera-BEV node pattern, docs/DESIGN.md §5):
 
 1. Parameters are declared from ``qdbev_core.runtime.node_parameters`` (one list: type,
    default, range or choices, description, whether it can change at run time; values in
-   ``config/qdbev.yaml``); bad values stop the node with one clear FATAL line (an integer literal for a float parameter is taken as the
-   float). ``LIVE_PARAMETERS`` can change at run time (``ros2 param set``) and take effect with
+   ``config/qdbev.yaml``); bad values stop the node with one clear FATAL line (an integer
+   literal for a float parameter is taken as the float). ``LIVE_PARAMETERS`` can change at run time (``ros2 param set``) and take effect with
    the next message; every other parameter is declared read-only, so ``SetParameters`` refuses
    it with a reason instead of accepting a value that would be ignored (docs/NODE.md).
 2. The engine is loaded first (a missing or corrupt model file is fatal within seconds, naming
@@ -43,8 +43,6 @@ naming the camera and its offset.
 Run: ``ros2 run qdbev qdbev_node --ros-args --params-file config/qdbev.yaml`` or, from the venv,
 ``qdbev_node --ros-args --params-file config/qdbev.yaml`` / ``python -m qdbev_ros.node ...``.
 """
-
-from __future__ import annotations
 
 from __future__ import annotations
 
