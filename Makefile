@@ -1,7 +1,8 @@
 # qdbev developer entry points.
 #
 #   make setup      create/update the venv (idempotent; seconds when nothing changed)
-#   make test       run the whole pytest suite in the venv
+#   make test       run the whole pytest suite in the venv (tools/run_tests.sh: the parallel part on
+#                   2 pytest-xdist workers, then the realtime ROS tests alone)
 #   make demo       run tools/demo.sh in the venv's environment
 #   make clean      remove build artefacts (build/, install/, log/, caches); keeps the venv
 #   make distclean  clean + remove the venv
@@ -28,7 +29,7 @@ setup:
 	@PYTHON="$(PYTHON)" bash tools/setup_env.sh "$(VENV)"
 
 test: setup
-	$(VENV_PY) -m pytest test $(PYTEST_ARGS)
+	bash tools/run_tests.sh $(VENV_PY) $(PYTEST_ARGS)
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" VIRTUAL_ENV="$(abspath $(VENV))" bash tools/demo.sh

@@ -1,8 +1,9 @@
 """Shared pytest fixtures and the environment every test runs in.
 
 DDS traffic must stay on this machine's loopback: every test process gets
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a ``ROS_DOMAIN_ID`` of its own (derived from
-the pytest-xdist worker / process id), set here before any test can import rclpy.
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a ``ROS_DOMAIN_ID`` of its own (the caller's, else
+derived from the process id; under pytest-xdist one per worker: ros_domain.py), set here before any
+test can import rclpy.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import os
 from pathlib import Path
 
 import pytest
+from ros_domain import test_domain_id, xdist_worker
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+if xdist_worker()[1] > 1:  # parallel workers: a domain each, whatever the caller exported
+    os.environ["ROS_DOMAIN_ID"] = str(test_domain_id(47))
+else:
+    os.environ.setdefault("ROS_DOMAIN_ID", str(test_domain_id(47)))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Idle OpenMP threads sleep instead of spinning: several test processes (node, player, DDP ranks)
 # share 2 cores, and spinning torch threads slowed them 20x when they did.
@@ -58,3 +63,9 @@ def confident_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny-model") / "tiny.safetensors"
     save_weights(model.state_dict(), path, {"config": model.cfg.to_dict(), "precision": "fp32"})
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "realtime: a test of real-time ROS behaviour (rates, timeouts, latency) that "
+        "`make test` runs after the parallel part, alone on the machine (tools/run_tests.sh)")

@@ -31,6 +31,8 @@ from qdbev_core.models_manifest import default_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_node_e2e import PARAMS_FILE, REPO, NodeProcess, ros_env, test_domain_id  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
+
 pytest.importorskip("rclpy")
 VERSION = "v1.0-mini"
 MODEL = default_model()  # what users run: the manifest default through config/qdbev.yaml's backend

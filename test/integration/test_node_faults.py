@@ -21,6 +21,8 @@ import pytest
 from qdbev_core.types import CAMERA_NAMES, Detections
 from test_node_e2e import NodeProcess, RigPublisher, saved_random_model, test_domain_id  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
+
 ERROR = b"\x02"
 
 

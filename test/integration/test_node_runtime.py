@@ -24,6 +24,8 @@ import pytest
 
 from test_node_e2e import NodeProcess, RigPublisher, saved_random_model, test_domain_id  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
+
 OK, ERROR = b"\x00", b"\x02"
 NODE = "/qdbev_node"
 

@@ -28,6 +28,8 @@ import pytest
 from test_node_e2e import OFFSETS_S, RigPublisher, test_domain_id  # noqa: E402
 from test_node_runtime import node_session  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
+
 OK, WARN, ERROR = b"\x00", b"\x01", b"\x02"
 HOLD = 2.0  # error_hold_s of the shared node
 

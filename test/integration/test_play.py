@@ -23,6 +23,8 @@ from qdbev_core.types import CAMERA_NAMES
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_node_e2e import REPO, ros_env, test_domain_id  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
+
 pytest.importorskip("rclpy")
 VERSION = "v1.0-mini"
 

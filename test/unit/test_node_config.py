@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_domain import test_domain_id
 
 pytest.importorskip("rclpy", reason="the node needs rclpy")
 
@@ -57,7 +58,7 @@ def make_node():
     def make(args: tuple[str, ...] = (), **params):
         ctx = Context()
         rclpy.init(context=ctx, args=["qdbev_node", "--ros-args", *args] if args else None,
-                   domain_id=1 + (os.getpid() * 11 + 17) % 99)
+                   domain_id=test_domain_id(40))
         contexts.append(ctx)
         overrides = [Parameter("model", value="injected"), Parameter("calibration_source", value="file"),
                      Parameter("ego_pose_source", value="none")]

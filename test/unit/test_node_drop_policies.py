@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pytest
+from ros_domain import test_domain_id
 
 pytest.importorskip("rclpy", reason="the node needs rclpy")
 
@@ -68,7 +69,7 @@ def node_and_feed():
     from qdbev_ros.ros_io import make_camera_info, rgb_to_image_msg
 
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 11 + 29) % 99)
+    rclpy.init(context=ctx, domain_id=test_domain_id(42))
     engine = _GatedEngine()
     node = QdbevNode(engine=engine, context=ctx, parameter_overrides=[
         Parameter("model", value="injected"), Parameter("calibration_source", value="file"),

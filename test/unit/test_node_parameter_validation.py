@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from ros_domain import test_domain_id
 
 pytest.importorskip("rclpy", reason="the node needs rclpy")
 
@@ -113,7 +114,7 @@ def test_bad_parameter_is_a_startup_error_naming_it(case: str) -> None:
     overrides = [Parameter(k, value=v) for k, v in base.items() if k not in names]
     engine = None if case == "backend" else _Engine()
     ctx = Context()
-    rclpy.init(context=ctx, args=args, domain_id=1 + (os.getpid() * 11 + 23) % 99)
+    rclpy.init(context=ctx, args=args, domain_id=test_domain_id(41))
     try:
         with pytest.raises(NodeStartupError) as info:
             node = QdbevNode(engine=engine, context=ctx, parameter_overrides=overrides)
@@ -134,7 +135,7 @@ def test_the_same_configuration_without_the_bad_value_starts() -> None:
     ctx = Context()
     rclpy.init(context=ctx, args=["qdbev_node", "--ros-args", "-p", "image_topics:=['', '', '', '', '', '/x']",
                                   "-p", "score_threshold:=1", "-p", "device:=cuda:1"],
-               domain_id=1 + (os.getpid() * 11 + 23) % 99)
+               domain_id=test_domain_id(41))
     try:
         node = QdbevNode(engine=_Engine(), context=ctx, parameter_overrides=[
             Parameter("model", value="injected"), Parameter("calibration_source", value="file"),
