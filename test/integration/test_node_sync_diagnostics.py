@@ -130,7 +130,9 @@ def test_diagnostics_levels_through_the_node(session: _Session) -> None:
     # OK again: not before error_hold_s after the last bad image
     session.stream(lambda: level(cam) == OK and level("pipeline") == OK, timeout=60)
     took = time.monotonic() - last_bad
-    assert took >= HOLD, f"{cam} OK {took:.2f} s after its last bad image (error_hold_s {HOLD})"
+    # the hold runs from the last bad image the node *received*; its best-effort subscription may
+    # drop the last one or two published (0.2 s apart), so allow 0.5 s (no hold at all: ~0.2 s)
+    assert took >= HOLD - 0.5, f"{cam} OK {took:.2f} s after its last bad image (error_hold_s {HOLD})"
     cam_seq = _compress([lv for _, lv, _ in _levels(rig, cam, mark)])
     assert _in_order(cam_seq, [OK, WARN, ERROR, OK]) and cam_seq[-1] == OK, cam_seq
     pipe_seq = _compress([lv for _, lv, _ in _levels(rig, "pipeline", mark)])
