@@ -107,9 +107,11 @@ PIP=("$PY" -m pip install --disable-pip-version-check --no-input)
 # configured with are handed to it as flags. pip is used instead with QDBEV_INSTALLER=pip, with a
 # sourced ROS install (a venv with system site-packages), or when uv cannot be installed.
 pip_config() {  # pip_config NAME: pip's configured value of NAME (environment first, else the last file)
-  local cfg; cfg="$("$PY" -m pip config list 2>/dev/null || true)"
-  { printf '%s\n' "$cfg" | sed -n "s/^:env:\.$1='\(.*\)'\$/\1/p"; printf '%s\n' "$cfg" | sed -n "s/^[a-z]*\.$1='\(.*\)'\$/\1/p"; } \
-    | head -n 1
+  local cfg v
+  cfg="$("$PY" -m pip config list 2>/dev/null || true)"
+  v="$(printf '%s\n' "$cfg" | sed -n "s/^:env:\.$1='\(.*\)'\$/\1/p")"
+  [ -n "$v" ] || v="$(printf '%s\n' "$cfg" | sed -n "s/^[a-z]*\.$1='\(.*\)'\$/\1/p" | tail -n 1)"
+  printf '%s' "$v"
 }
 INSTALL=("${PIP[@]}")
 INSTALLER=pip
