@@ -19,8 +19,6 @@ import pytest
 
 from test_node_e2e import NodeProcess, RigPublisher, saved_random_model, test_domain_id  # noqa: E402
 
-pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
-
 pytest.importorskip("autoware_perception_msgs.msg", reason="ros_interfaces/autoware_perception_msgs not built")
 
 EXPECTED_LABELS = {  # docs/NODE.md "Autoware output", written out

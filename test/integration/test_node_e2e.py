@@ -32,8 +32,6 @@ from qdbev_core.data.rig import rig_arrays
 from qdbev_core.types import CAMERA_NAMES
 from ros_domain import test_domain_id  # noqa: E402  (re-exported to the other node tests)
 
-pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
-
 REPO = Path(__file__).resolve().parents[2]
 PARAMS_FILE = REPO / "config" / "qdbev.yaml"
 IMAGE_SCALE = 0.25  # 400x225 images: cheap to publish, resized by the engine anyway

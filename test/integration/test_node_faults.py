@@ -21,8 +21,6 @@ import pytest
 from qdbev_core.types import CAMERA_NAMES, Detections
 from test_node_e2e import NodeProcess, RigPublisher, saved_random_model, test_domain_id  # noqa: E402
 
-pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
-
 ERROR = b"\x02"
 
 
@@ -31,6 +29,7 @@ def _errors(rig: RigPublisher, camera: str, kind: str) -> int:
     return 0 if st is None else int(st[2].get(f"errors.{kind}", "0"))
 
 
+@pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
 @pytest.mark.timeout(240)
 def test_faults_shared_node(tmp_path: Path) -> None:
     t_start = time.monotonic()

@@ -36,8 +36,6 @@ from test_node_e2e import (  # noqa: E402
     test_domain_id,
 )
 
-pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
-
 TRIALS = int(os.environ.get("QDBEV_SIGINT_TRIALS", "12"))
 PARALLEL = int(os.environ.get("QDBEV_SIGINT_PARALLEL", "4"))
 WINDOW_S = float(os.environ.get("QDBEV_SIGINT_WINDOW_S", "12"))

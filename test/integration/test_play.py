@@ -23,8 +23,6 @@ from qdbev_core.types import CAMERA_NAMES
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_node_e2e import REPO, ros_env, test_domain_id  # noqa: E402
 
-pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
-
 pytest.importorskip("rclpy")
 VERSION = "v1.0-mini"
 
@@ -108,6 +106,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
     return proc.returncode, out
 
 
+@pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
 @pytest.mark.timeout(120)
 def test_play_publishes_at_recorded_rate(small_bag: Path) -> None:
     src = read_bag_source(small_bag)

@@ -24,8 +24,6 @@ import pytest
 
 from qdbev_core.classes import CLASS_NAMES
 
-pytestmark = pytest.mark.realtime  # real-time ROS timing: run alone, not beside other tests
-
 REPO = Path(__file__).resolve().parents[2]
 TOPIC = "/qdbev_test/detections"
 STAMP = (1_700_000_123, 456_789_012)
