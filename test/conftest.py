@@ -9,6 +9,7 @@ test can import rclpy.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,22 @@ def synth_dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small SynthScenes dataset (nuScenes v1.0-mini layout), generated once per session.
 
     4 scenes x 6 samples at image scale 0.25, seed 7; ``synth_train`` / ``synth_val`` splits.
+    Made once per test run: pytest-xdist workers share it (the first one generates it under a file
+    lock, the others wait and read it). Tests only read it.
     """
+    from filelock import FileLock
+
     from qdbev_core.data.synth import SynthConfig, generate_dataset
 
-    out = tmp_path_factory.mktemp("synthscenes")
-    generate_dataset(SynthConfig(out=out, scenes=4, samples=6, image_scale=0.25, seed=7, progress=False))
+    root = tmp_path_factory.getbasetemp()
+    if xdist_worker()[1] > 1:
+        root = root.parent  # the run's basetemp, above each worker's own
+    out = root / "synthscenes-shared"
+    with FileLock(str(out) + ".lock"):
+        if not (out / ".complete").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            generate_dataset(SynthConfig(out=out, scenes=4, samples=6, image_scale=0.25, seed=7, progress=False))
+            (out / ".complete").touch()
     return out
 
 
