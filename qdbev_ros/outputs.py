@@ -3,7 +3,8 @@
 ``OutputPublishing`` is a mixin of ``QdbevNode``: ``~/detections/velocity`` (first, so it is
 there when a consumer sees the detections), ``~/detections``, ``~/objects`` (Autoware, when
 ``publish_autoware_objects``), ``~/markers``, the ``~/debug`` timings, and the output / latency /
-per-stage records on ``/diagnostics`` (``qdbev_ros.stage_timing``).
+per-stage records on ``/diagnostics`` (``qdbev_ros.stage_timing``). ``~/objects`` and ``~/markers``
+are built only while something subscribes to them (RViz, the Autoware stack, a recorder).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from .stage_timing import SetTrace
 from .startup_error import NodeStartupError
 
 __all__ = ["OutputPublishing"]
+
+
+def _subscribed(publisher) -> bool:
+    """``publisher`` exists and has at least one subscriber (matched through discovery)."""
+    return publisher is not None and publisher.get_subscription_count() > 0
 
 
 class OutputPublishing:
@@ -81,9 +87,10 @@ class OutputPublishing:
         if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
             self.pub_vel.publish(velocities_to_msg(det, header))
         self.pub_det.publish(detections_to_msg(det, header))
-        if self.pub_objects is not None:
+        # the costliest messages to build (~0.1 ms a box in Python) are built only for a subscriber
+        if _subscribed(self.pub_objects):
             self.pub_objects.publish(detections_to_objects(det, header, self.p["autoware_obstacle_label"]))
-        if self.pub_markers is not None:
+        if _subscribed(self.pub_markers):
             self.pub_markers.publish(detections_to_markers(det, header, min_score=self.p["marker_score_threshold"]))
         for k, v in result.stages_ms.items():
             self.pub_time[k].publish(Float64(data=v))

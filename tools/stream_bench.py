@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=12.0, help="camera sets per second")
     p.add_argument("--scale", type=float, default=1.0, help="image size relative to 1600x900")
     p.add_argument("--transport", choices=("raw", "compressed"), default="raw", help="image message type")
+    p.add_argument("--rviz", action="store_true",
+                   help="also subscribe to ~/markers as RViz would (the node builds markers only for a subscriber)")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "61")), help="ROS_DOMAIN_ID")
     p.add_argument("--json", type=Path, default=REPO / "out" / "stream_bench.json", help="also write the result here")
     p.add_argument("--report-every", type=float, default=10.0, help="seconds between timeline entries / log lines")
@@ -266,7 +268,12 @@ class NodeOutputs:
     timing: dict[str, str] = field(default_factory=dict)
     """The newest ``qdbev_node: timing`` diagnostics key/values (per-stage p50 / p90 ms)."""
 
-    def subscribe(self, node) -> None:
+    markers_received: int = 0
+    """``~/markers`` messages received (only with ``--rviz``)."""
+
+    def subscribe(self, node, rviz: bool = False) -> None:
+        """The node's detections, latency and diagnostics; with ``rviz`` also ``~/markers``, as RViz
+        would (the node builds markers only while something subscribes)."""
         from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import Float64
         from vision_msgs.msg import Detection3DArray
@@ -275,6 +282,13 @@ class NodeOutputs:
         node.create_subscription(Float64, "/qdbev_node/debug/pipeline_latency_ms",
                                  lambda m: self.node_latency.append((time.time(), m.data)), 50)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        if rviz:
+            from visualization_msgs.msg import MarkerArray
+
+            def on_markers(_msg) -> None:
+                self.markers_received += 1
+
+            node.create_subscription(MarkerArray, "/qdbev_node/markers", on_markers, 10)
 
     def _on_det(self, msg) -> None:
         self.arrivals.append((time.time(), msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
@@ -421,7 +435,8 @@ def summarize(args: argparse.Namespace, cams: CameraStream, run: StreamRun, outp
         "input": {"rate_hz": args.rate, "transport": args.transport, "width": cams.width, "height": cams.height,
                   "sets_published": n_in, "achieved_rate_hz": round(n_in / args.duration, 3),
                   "publisher_skipped_sets": run.skipped_in_window,
-                  "duration_s": args.duration, "model": args.model or "random nano", "backend": args.backend},
+                  "duration_s": args.duration, "model": args.model or "random nano", "backend": args.backend,
+                  "rviz_subscriber": args.rviz, "markers_received": outputs.markers_received},
         "output_rate_hz": round(len(win) / args.duration, 3),
         "detections_received": len(win),
         "sets_without_output": n_in - len(win),
@@ -466,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cams = CameraStream(ros.node, args.transport, args.scale)
         outputs = NodeOutputs()
-        outputs.subscribe(ros.node)
+        outputs.subscribe(ros.node, rviz=args.rviz)
         wait_for_node(args, cams, ros, node_proc)
         log(f"node subscribed; streaming {args.rate:g} Hz x 6 {args.transport} {cams.width}x{cams.height} for "
             f"{args.warmup:g} s warm-up + {args.duration:g} s")

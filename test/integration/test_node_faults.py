@@ -103,10 +103,13 @@ def test_faults_shared_node(tmp_path: Path) -> None:
         rig.close()
     log = node.log
     assert code == 0, log
-    # each problem logged once, by name
-    assert node.count(r"\[encoding\] CAM_FRONT_LEFT: unsupported image encoding 'mono16'") == 1, log
-    assert node.count(r"\[image_size\] CAM_BACK: image is 200x100 but its CameraInfo says 400x225") == 1, log
-    assert node.count(r"\[intrinsics\] CAM_BACK_LEFT: K contains NaN/Inf.*last valid calibration") == 1, log
+    # each problem logged by name, not once per occurrence (each was sent ~10-25 times at 5 Hz): once
+    # per episode, and a pause of more than the limiter's 2 s quiet time on a loaded machine (the
+    # rig's publishing stalls) starts a second episode
+    for pattern in (r"\[encoding\] CAM_FRONT_LEFT: unsupported image encoding 'mono16'",
+                    r"\[image_size\] CAM_BACK: image is 200x100 but its CameraInfo says 400x225",
+                    r"\[intrinsics\] CAM_BACK_LEFT: K contains NaN/Inf.*last valid calibration"):
+        assert 1 <= node.count(pattern) <= 2, (pattern, log)
     assert node.count(r"\[time_backwards\] time jumped backwards by") == 1, log
     assert node.count(r"\[timeout\] CAM_BACK_RIGHT: no image for", since=log_mark) == 1, log
     assert node.count(r"CAM_BACK_RIGHT: images are arriving again", since=log_mark) == 1, log
@@ -375,3 +378,26 @@ def test_compressed_and_bgr_images(inproc) -> None:
     bad[1] = CompressedImage(header=msgs(3.0)[1].header, format="h264", data=b"\x00" * 10)
     assert node.process_set([*msgs(3.0)[:1], *bad[1:]]) is None
     assert _pipeline_values(node)["bad_frames"] == "1"
+
+
+def test_markers_and_autoware_objects_are_built_only_for_a_subscriber(inproc, monkeypatch) -> None:
+    """~/markers and ~/objects cost the most to build: nothing is built while nobody subscribes,
+    and a subscriber (RViz, the Autoware stack) gets them from the next set on."""
+    from autoware_perception_msgs.msg import DetectedObjects
+    from visualization_msgs.msg import MarkerArray
+
+    import qdbev_ros.outputs as outputs
+
+    built: list[str] = []
+    for name in ("detections_to_markers", "detections_to_objects"):
+        real = getattr(outputs, name)
+        monkeypatch.setattr(outputs, name, lambda *a, _real=real, _name=name, **k: built.append(_name) or _real(*a, **k))
+    make, msgs = inproc
+    node = make(_FlakyEngine(), publish_autoware_objects=True)
+    assert node.process_set(msgs(1.0)) is not None
+    assert built == []
+    got: list[object] = []
+    node.create_subscription(MarkerArray, "~/markers", got.append, 10)
+    node.create_subscription(DetectedObjects, "~/objects", got.append, 10)
+    assert node.process_set(msgs(1.3)) is not None
+    assert sorted(built) == ["detections_to_markers", "detections_to_objects"]
