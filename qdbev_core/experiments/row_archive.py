@@ -73,13 +73,18 @@ def load_entry(archive: Path, row: str, key: dict) -> dict | None:
                                                 "date": entry.get("date")}}
 
 
+_PER_INVOCATION = ("archived", "status", "this_invocation_s")
+"""Fields of a paper-table row that describe one invocation (trained / reused, its wall time)."""
+
+
 def store_entry(archive: Path, row: str, key: dict, result: dict, trained_at: dict | None = None) -> Path:
     """Write ``result`` (a row of paper-table.json) under ``key``; returns the file.
 
     ``trained_at``: ``{"commit", "date"}`` of the training run (default: this checkout, today)."""
     p = entry_path(archive, row, key)
     p.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: v for k, v in result.items() if k != "archived"}
+    # what describes the run, not this invocation (a rerun that reuses the run leaves the file as it was)
+    clean = {k: v for k, v in result.items() if k not in _PER_INVOCATION}
     at = trained_at or provenance()
     entry = {"row": row, "key": key, "commit": at.get("commit"), "date": at.get("date"), "result": clean}
     p.write_text(json.dumps(entry, indent=1) + "\n")

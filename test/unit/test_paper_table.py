@@ -145,7 +145,10 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
     # rerun: every run is reused (no training), same numbers
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/model*.safetensors")}
     assert len(before) == 5 + 3  # every run's model.safetensors + the quantized runs' packed files
+    archive_before = {p: p.read_bytes() for p in (docs / "rows").glob("*.json")}
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs)) == 0
+    # the archive (kept in git) describes the runs, not the invocation: a rerun leaves it byte for byte
+    assert {p: p.read_bytes() for p in (docs / "rows").glob("*.json")} == archive_before
     assert len(row_runs) == 5  # nothing trained again
     capsys.readouterr()
     again = json.loads((out / "paper-table.json").read_text())
