@@ -134,13 +134,28 @@ if [ "${QDBEV_INSTALLER:-uv}" = uv ] && [ "$ROS_MODE" = wheels ]; then
 fi
 log "installer: $INSTALLER"
 
+# install_logged NAME ARGS...: install ARGS with the installer above; where uv fails (an index it cannot
+# read, no writable cache, ...) the same step is run again with pip, whose error is final.
+install_logged() {
+  local name="$1"; shift
+  if [ "$INSTALLER" = uv ]; then
+    mkdir -p "$LOG_DIR"
+    if "${INSTALL[@]}" "$@" >"$LOG_DIR/$name.log" 2>&1; then
+      return 0
+    fi
+    log "uv failed for step '$name' ($LOG_DIR/$name.log); running it again with pip. uv said:"
+    tail -n 5 "$LOG_DIR/$name.log" >&2
+  fi
+  run_logged "$name" "${PIP[@]}" "$@"
+}
+
 # ---------------------------------------------------------------- 2. torch
 TORCH_SPEC="torch==2.13.0"
 KEY="$(hash_of "$TORCH_SPEC" "$PYVER")"
 if stamp_ok torch "$KEY"; then
   step_done "2/7 torch: up to date"
 else
-  run_logged torch "${INSTALL[@]}" "$TORCH_SPEC"
+  install_logged torch "$TORCH_SPEC"
   stamp_set torch "$KEY"
   step_done "2/7 torch: $("$PY" -c 'import importlib.metadata as m; print(m.version("torch"))')"
 fi
@@ -150,7 +165,7 @@ KEY="$(hash_of "$REPO/requirements.txt" "$PYVER")"
 if stamp_ok python "$KEY"; then
   step_done "3/7 requirements.txt: up to date"
 else
-  run_logged python "${INSTALL[@]}" -r "$REPO/requirements.txt"
+  install_logged python -r "$REPO/requirements.txt"
   stamp_set python "$KEY"
   step_done "3/7 requirements.txt: installed"
 fi
@@ -164,7 +179,7 @@ else
     step_done "4/7 ROS 2 wheels: up to date"
   else
     # -c requirements.txt: the wheels must not move numpy & co. off the pins above
-    run_logged ros "${INSTALL[@]}" -r "$REPO/requirements-ros.txt" -c "$REPO/requirements.txt"
+    install_logged ros -r "$REPO/requirements-ros.txt" -c "$REPO/requirements.txt"
     stamp_set ros "$KEY"
       step_done "4/7 ROS 2 wheels: installed"
   fi
