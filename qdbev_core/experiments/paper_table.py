@@ -442,6 +442,32 @@ def _run_row(cfg: PaperTableConfig, spec: RowSpec, seed: int, teacher: dict, fin
     return result
 
 
+def _other_archived_rows(cfg: PaperTableConfig, teacher: dict, fingerprints: dict,
+                         have: set[tuple[str, int]]) -> list[dict]:
+    """Archived results of this experiment (same settings key as ``_run_row`` would use) for the
+    (row, seed) pairs not in ``have``, so that ``--rows standard --seeds 1`` trains one run and
+    still reports every finished one. Rows outside ``ROWS`` (and ``fp32`` with ``fp32_as_is``) are
+    skipped; so is every entry whose key differs from what this configuration would store."""
+    if cfg.archive is None or not fingerprints or not Path(cfg.archive).is_dir():
+        return []
+    found: list[dict] = []
+    for f in sorted(Path(cfg.archive).glob("*.json")):
+        try:
+            entry = json.loads(f.read_text())
+            name, seed = entry["row"], entry["result"]["seed"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not an entry of this table; load_entry reports a broken one when its run is asked for
+        if name not in ROWS or (name == "fp32" and cfg.fp32_as_is) or not isinstance(seed, int) \
+                or (name, seed) in have:
+            continue
+        key = row_archive.archive_key(row_settings(cfg, ROWS[name], teacher, seed), fingerprints)
+        archived = row_archive.load_entry(cfg.archive, name, key)
+        if archived is not None and archived["archived"]["file"] == str(f):
+            found.append({**archived, "status": "archived", "this_invocation_s": 0.0})
+            have = have | {(name, seed)}
+    return found
+
+
 def run_paper_table(cfg: PaperTableConfig) -> dict:
     """Train / reuse every row and seed, score them, write the JSON, RESULTS.md and the figure; returns the JSON."""
     from tqdm import tqdm
@@ -461,6 +487,8 @@ def run_paper_table(cfg: PaperTableConfig) -> dict:
         bar.set_postfix(row=spec.name, seed=seed)
         rows.append(_run_row(cfg, spec, seed, teacher, fingerprints))
     bar.close()
+    # the table spans sittings: archived runs of this experiment that were not asked for join it
+    rows += _other_archived_rows(cfg, teacher, fingerprints, {(r["row"], r["seed"]) for r in rows})
     # trained seed-major in --rows order, reported in the table's order
     rows.sort(key=lambda r: (ROW_ORDER.index(r["row"]), r.get("seed", 0)))
     score = score_file(Path(teacher["path"]), cfg, cfg.out / "teacher" / "score")
@@ -688,6 +716,19 @@ def paired_lines(result: dict) -> list[str]:
     return lines
 
 
+def _seeds_line(result: dict, single: list[str]) -> str:
+    """The seeds every row shares, or (a table still being completed) a pointer to the per-row column."""
+    s = result["settings"]
+    why = "(data order, augmentation, calibration batches; each seed gives every row the same batches)"
+    per_row = {r["row"]: r["seeds"] for r in result["summary"] if r["row"] not in s["single_seed_rows"]}
+    if all(list(v) == list(s["seeds"]) for v in per_row.values()):
+        return (f"- **Seeds** {', '.join(map(str, s['seeds']))} per row {why}"
+                + (f"; {', '.join(single)} with seed {s['seeds'][0]} only (sanity row)." if single else "."))
+    return (f"- **Seeds** differ between rows (the table is being completed over several sittings; see the "
+            f"`seeds` column) {why}; this invocation asked for seeds {', '.join(map(str, s['seeds']))} of rows "
+            f"{', '.join(s['rows'])}.")
+
+
 def _intro_lines(result: dict) -> list[str]:
     """Title, the synthetic-data warning and what every row shares (teacher, budget, seeds, scoring)."""
     s = result["settings"]
@@ -709,9 +750,7 @@ def _intro_lines(result: dict) -> list[str]:
         f"- **Budget** of every trained row: {s['steps']} steps x global batch {s['global_batch']}, AdamW lr "
         f"{s['lr']:g}, warm-up {s['warmup_steps']}, cosine (progressive rows: a warm-up and cosine per stage), "
         f"training split `{s['split']}` of `{s['dataroot']}`.",
-        f"- **Seeds** {', '.join(map(str, s['seeds']))} per row (data order, augmentation, calibration batches; "
-        "each seed gives every row the same batches)"
-        + (f"; {', '.join(single)} with seed {s['seeds'][0]} only (sanity row)." if single else "."),
+        _seeds_line(result, single),
         f"- **Scored** on `{s['score_split']}` of `{s['score_dataroot']}` ({s.get('score_samples') or '?'} samples, "
         "a seed no training set used) with the official nuScenes evaluator (detection_cvpr_2019), loading the "
         f"file each row deploys. Curves during training: `{s['val_split']}` of `{s['val_dataroot']}` "

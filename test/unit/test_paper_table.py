@@ -24,10 +24,11 @@ RUNS = [("fp32", 3), ("fp32", 4), ("qdbev-progressive", 3), ("qdbev-progressive"
         ("w8a8", 3)]  # w8a8 is a single-seed (sanity) row; standard / progressive rows are the same code path
 
 
-def _argv(root: Path, teacher: Path, out: Path, docs: Path, steps: int = 2) -> list[str]:
+def _argv(root: Path, teacher: Path, out: Path, docs: Path, steps: int = 2, rows: str = ROWS,
+          seeds: str = "3,4") -> list[str]:
     return ["experiment", "paper-table", "--teacher", str(teacher), "--dataroot", str(root), "--split", "synth_train",
-            "--val-split", "synth_val", "--steps", str(steps), "--batch-size", "1", "--seeds", "3,4", "--out", str(out),
-            "--rows", ROWS, "--eval-every", "1", "--log-every", "1", "--calib-batches", "1",
+            "--val-split", "synth_val", "--steps", str(steps), "--batch-size", "1", "--seeds", seeds, "--out", str(out),
+            "--rows", rows, "--eval-every", "1", "--log-every", "1", "--calib-batches", "1",
             "--threads", "2", "--workers", "0", "--results-md", str(docs / "RESULTS.md"),
             "--figure", str(docs / "paper-table.png"), "--archive", str(docs / "rows"), "--no-progress"]
 
@@ -172,6 +173,17 @@ def test_paper_table_end_to_end_seeds_and_reuse(synth_dataroot: Path, confident_
             (b["row"], b["seed"], b["nds"], b["map"], b["size_bytes"], b["curves"])
     assert third["paired"] == res["paired"]
     assert "archived result" in (docs / "RESULTS.md").read_text()
+
+    # a table completed over several sittings: asking for one run still reports every archived run of
+    # the same experiment (mean / std and paired differences included), not only the one asked for
+    out3 = tmp_path / "pt-one-row"
+    assert qdbev_main(_argv(synth_dataroot, teacher, out3, docs, rows="w8a8", seeds="3")) == 0
+    capsys.readouterr()
+    fourth = json.loads((out3 / "paper-table.json").read_text())
+    assert [(r["row"], r["seed"], r["status"]) for r in fourth["rows"]] == [(n, s, "archived") for n, s in RUNS]
+    assert len(row_runs) == 5 and fourth["summary"] == third["summary"] and fourth["paired"] == third["paired"]
+    md4 = (docs / "RESULTS.md").read_text()
+    assert "**Seeds** differ between rows" in md4 and "asked for seeds 3 of rows w8a8" in md4
 
     # other settings in the same directory are refused before anything runs
     assert qdbev_main(_argv(synth_dataroot, teacher, out, docs, steps=3)) == 2
