@@ -17,10 +17,11 @@ from std_msgs.msg import Float64, Header
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
+from qdbev_core.runtime.cdr import detection3d_array_cdr, object_velocity_array_cdr
 from qdbev_core.runtime.processor import SetResult
 
 from .autoware import detections_to_objects
-from .conversions import detections_to_markers, detections_to_msg, velocities_to_msg
+from .conversions import detections_to_markers
 from .stage_timing import SetTrace
 from .startup_error import NodeStartupError
 
@@ -82,11 +83,14 @@ class OutputPublishing:
         there); ``trace``: its times, for the per-stage record from its last image on.
         """
         det = result.detections
-        header = Header(frame_id=self.p["frame_id"], stamp=Time(sec=result.stamp_ns // 1_000_000_000,
-                                                                 nanosec=result.stamp_ns % 1_000_000_000))
+        sec, nanosec = divmod(result.stamp_ns, 1_000_000_000)
+        frame = self.p["frame_id"]
+        # written straight to their wire form (qdbev_core.runtime.cdr): building rclpy message objects
+        # for 300 boxes took ~25 ms, the bytes take ~1 ms; subscribers receive the same messages
         if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
-            self.pub_vel.publish(velocities_to_msg(det, header))
-        self.pub_det.publish(detections_to_msg(det, header))
+            self.pub_vel.publish(object_velocity_array_cdr(det, sec, nanosec, frame))
+        self.pub_det.publish(detection3d_array_cdr(det, sec, nanosec, frame))
+        header = Header(frame_id=frame, stamp=Time(sec=sec, nanosec=nanosec))
         # the costliest messages to build (~0.1 ms a box in Python) are built only for a subscriber
         if _subscribed(self.pub_objects):
             self.pub_objects.publish(detections_to_objects(det, header, self.p["autoware_obstacle_label"]))
