@@ -26,6 +26,18 @@ seconds it measures for ``--duration`` seconds:
   ``timeline`` entry with that interval's sets published, detections received, output rate,
   latency p50 / p99, the node's RSS and its newest-wins drop counter (from ``/diagnostics``).
 
+Then, with ``--latency-rate`` (default ``auto``: half the rate the engine sustains, from the
+first window's engine time), a second window of ``--latency-duration`` seconds with cameras
+*slower* than the engine, measured the same way (``latency_phase`` in the JSON). With cameras
+faster than the engine and newest-wins dropping, a set waits on average half a camera period for
+the busy worker before it starts, so pipeline latency against the engine's own time is only
+meaningful when no set has to queue; the output rate is only meaningful when sets do.
+
+``checks`` (also printed as a table) compares the numbers with issue 20's targets: node pipeline
+latency p50 <= engine total (pre + inference + post, p50 from the node's own timing, same window)
++ 25 ms, in the slower window when there is one; output rate >= 0.9 x 1000 / engine total when
+cameras arrive faster than that; RSS growth over the first window <= 2 % of its start.
+
 Progress goes to stderr, the result as JSON to stdout and to ``--json FILE`` (default
 ``out/stream_bench.json``). Every process runs
 with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, ``ROS_DOMAIN_ID`` (``--domain-id``) and
@@ -68,6 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=120.0, help="measurement window, seconds")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds of streaming before measuring")
     p.add_argument("--rate", type=float, default=12.0, help="camera sets per second")
+    p.add_argument("--latency-rate", default="auto",
+                   help="camera sets per second of a second window for the latency check: a number, 'auto' (half "
+                        "the rate the engine sustains in the first window) or 'off'")
+    p.add_argument("--latency-duration", type=float, default=60.0, help="seconds of that second window")
     p.add_argument("--scale", type=float, default=1.0, help="image size relative to 1600x900")
     p.add_argument("--transport", choices=("raw", "compressed"), default="raw", help="image message type")
     p.add_argument("--rviz", action="store_true",
@@ -82,6 +98,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.latency_rate not in ("auto", "off"):
+        try:
+            if not float(args.latency_rate) > 0:
+                raise ValueError
+        except ValueError:
+            p.error(f"--latency-rate must be a rate > 0, 'auto' or 'off', got {args.latency_rate!r}")
+    if not args.latency_duration > 0:
+        p.error(f"--latency-duration must be > 0, got {args.latency_duration}")
     return args
 
 
@@ -336,6 +360,8 @@ class StreamRun:
     timeline: list[dict] = field(default_factory=list)
     reported_arrivals: int = 0
     reported_sets: int = 0
+    x_end: float = 0.0
+    """Ego x (m) of the last published set (the next window continues the drive from there)."""
 
     def report(self, outputs: NodeOutputs, interval_start: float) -> None:
         """One timeline entry + log line for the sets / detections since the last one."""
@@ -359,12 +385,14 @@ class StreamRun:
 
 
 def stream(args: argparse.Namespace, cams: CameraStream, ros: RosSession, node_proc: NodeProcess,
-           outputs: NodeOutputs) -> StreamRun:
+           outputs: NodeOutputs, x_start: float = 0.0) -> StreamRun:
     """Publish one camera set every 1/rate s through warm-up and the window, wall-bounded: slots
-    this process misses are skipped, never sent in a burst."""
+    this process misses are skipped, never sent in a burst. The ego drives +x at 10 m/s from
+    ``x_start`` m."""
     period = 1.0 / args.rate
     t0 = time.monotonic()
-    run = StreamRun(t0=t0, t_measure=t0 + args.warmup, t_end=t0 + args.warmup + args.duration)
+    run = StreamRun(t0=t0, t_measure=t0 + args.warmup, t_end=t0 + args.warmup + args.duration,
+                    reported_arrivals=len(outputs.arrivals))
     k = 0  # slot index: set k is due at t0 + k / rate
     next_rss = t0
     next_report = t0 + args.report_every
@@ -388,7 +416,8 @@ def stream(args: argparse.Namespace, cams: CameraStream, ros: RosSession, node_p
         in_window = run.t_measure <= target < run.t_end
         if in_window and run.window_start_wall is None:
             run.window_start_wall = stamp
-        cams.publish_set(stamp, 10.0 * (k * period))
+        run.x_end = x_start + 10.0 * (k * period)
+        cams.publish_set(stamp, run.x_end)
         run.sets_in_window += int(in_window)
         run.published += 1
         k += 1
@@ -457,6 +486,67 @@ def summarize(args: argparse.Namespace, cams: CameraStream, run: StreamRun, outp
     }
 
 
+def engine_total_ms(window: dict) -> float | None:
+    """The engine's own time per set in a window: p50 of engine_preprocess + inference + postprocess (ms)."""
+    p50 = window.get("node_stage_ms", {}).get("p50", {})
+    parts = [p50.get(k) for k in ("engine_preprocess", "inference", "postprocess")]
+    return None if any(v is None for v in parts) else float(sum(parts))
+
+
+def latency_rate(args: argparse.Namespace, first: dict) -> float | None:
+    """Camera rate (Hz) of the latency window, or None for no such window."""
+    if args.latency_rate == "off":
+        return None
+    if args.latency_rate != "auto":
+        return float(args.latency_rate)
+    engine = engine_total_ms(first)
+    if engine is None:
+        log("no engine timing from the node in the first window: no latency window")
+        return None
+    return 0.5 * 1000.0 / engine
+
+
+def acceptance_checks(result: dict, latency_slack_ms: float = 25.0, rate_fraction: float = 0.9,
+                      rss_growth_fraction: float = 0.02) -> list[dict]:
+    """Issue 20's stream targets on a result of ``summarize`` (+ its ``latency_phase``), each as
+    ``{check, window, value, limit, ok}``; ``ok`` is None where the window cannot decide it
+    (cameras slower than the engine give no rate check; missing timing gives none)."""
+    checks = []
+    lat_window, lat_name = ((result["latency_phase"], "latency window") if result.get("latency_phase")
+                            else (result, "main window"))
+    engine = engine_total_ms(lat_window)
+    lat = lat_window["node_pipeline_latency_ms"]["p50"]
+    limit = None if engine is None else engine + latency_slack_ms
+    checks.append({"check": f"node pipeline latency p50 <= engine total + {latency_slack_ms:g} ms",
+                   "window": f"{lat_name} ({lat_window['input']['achieved_rate_hz']:g} Hz in)",
+                   "value": lat, "limit": None if limit is None else round(limit, 1),
+                   "ok": None if lat is None or limit is None else bool(lat <= limit)})
+    engine = engine_total_ms(result)
+    sustained = None if engine is None else 1000.0 / engine
+    faster = sustained is not None and result["input"]["achieved_rate_hz"] > sustained
+    want = None if sustained is None else rate_fraction * sustained
+    checks.append({"check": f"output rate >= {rate_fraction:g} x 1000 / engine total ms (cameras faster than that)",
+                   "window": f"main window ({result['input']['achieved_rate_hz']:g} Hz in)",
+                   "value": result["output_rate_hz"], "limit": None if want is None else round(want, 3),
+                   "ok": bool(result["output_rate_hz"] >= want) if faster else None})
+    rss = result["node_rss_mb"]
+    growth_limit = None if rss["start"] is None else rss_growth_fraction * rss["start"]
+    checks.append({"check": f"node RSS growth <= {rss_growth_fraction:.0%} of its start over the window",
+                   "window": f"main window ({result['input']['duration_s']:g} s)",
+                   "value": rss["growth"], "limit": None if growth_limit is None else round(growth_limit, 1),
+                   "ok": None if rss["growth"] is None else bool(rss["growth"] <= growth_limit)})
+    return checks
+
+
+def checks_table(checks: list[dict]) -> str:
+    """Markdown table of ``acceptance_checks``."""
+    lines = ["| check | window | value | limit | met |", "|---|---|---|---|---|"]
+    for c in checks:
+        met = {True: "yes", False: "**no**", None: "n/a"}[c["ok"]]
+        lines.append(f"| {c['check']} | {c['window']} | {c['value']} | {c['limit']} | {met} |")
+    return "\n".join(lines)
+
+
 def write_result(args: argparse.Namespace, result: dict) -> None:
     """Add the machine (CPU model and ISA: int8 speed depends on VNNI); JSON to stdout and ``--json``."""
     from qdbev_core.hardware import machine_info
@@ -487,15 +577,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.warmup:g} s warm-up + {args.duration:g} s")
         run = stream(args, cams, ros, node_proc, outputs)
         result = summarize(args, cams, run, outputs)
-        p50 = result["node_stage_ms"]["p50"]
-        log("node stages p50 (ms), last camera -> published: "
-            + (", ".join(f"{k} {v:.1f}" for k, v in p50.items()) or "none reported"))
+        log_stages(result)
+        rate2 = latency_rate(args, result)
+        if rate2 is not None:
+            slow = argparse.Namespace(**{**vars(args), "rate": rate2, "duration": args.latency_duration,
+                                         "warmup": min(args.warmup, 5.0)})
+            log(f"latency window: {rate2:.2f} Hz x 6 (slower than the engine) for {slow.warmup:g} s warm-up + "
+                f"{slow.duration:g} s")
+            run2 = stream(slow, cams, ros, node_proc, outputs, x_start=run.x_end + 10.0 / args.rate)
+            result["latency_phase"] = summarize(slow, cams, run2, outputs)
+            log_stages(result["latency_phase"])
+        result["checks"] = acceptance_checks(result)
     finally:
         ros.close()
         node_proc.stop()
         tmp.cleanup()
     write_result(args, result)
+    print(checks_table(result["checks"]), file=sys.stderr)
     return 0
+
+
+def log_stages(window: dict) -> None:
+    p50 = window["node_stage_ms"]["p50"]
+    log("node stages p50 (ms), last camera -> published: "
+        + (", ".join(f"{k} {v:.1f}" for k, v in p50.items()) or "none reported"))
 
 
 if __name__ == "__main__":
