@@ -51,6 +51,9 @@ class OnnxEngine(Engine):
             run ~1.7x slower here next to a training job.
         profile_prefix: turn on onnxruntime's profiler, writing ``<prefix>_<date>.json`` when
             ``session.end_profiling()`` is called (``engine.profiling.profile_engine``).
+        optimization_level: onnxruntime graph optimizations, ``"all"`` (default: includes the
+            NCHWc blocked layout for float convolutions), ``"extended"`` or ``"basic"``
+            (for measuring what each level gives, ``tools/int8_study.py``).
     """
 
     name = "onnxruntime"
@@ -58,7 +61,7 @@ class OnnxEngine(Engine):
     def __init__(self, onnx_path: str | Path, threads: int = 2, providers: list[str] | None = None,
                  score_threshold: float = 0.05, topk: int = 300, use_temporal: bool = True,
                  optimize_qdq: bool = True, allow_spinning: bool | None = None,
-                 profile_prefix: str | None = None) -> None:
+                 profile_prefix: str | None = None, optimization_level: str = "all") -> None:
         super().__init__()
         import onnx
         import onnxruntime as ort
@@ -84,7 +87,12 @@ class OnnxEngine(Engine):
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+        if optimization_level not in levels:
+            raise ValueError(f"optimization_level must be one of {', '.join(levels)}, got {optimization_level!r}")
+        so.graph_optimization_level = levels[optimization_level]
         so.log_severity_level = 3
         if allow_spinning is not None:
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
@@ -92,7 +100,8 @@ class OnnxEngine(Engine):
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
         self._init_args = {"threads": threads, "providers": providers, "score_threshold": score_threshold, "topk": topk,
-                           "use_temporal": use_temporal, "optimize_qdq": optimize_qdq, "allow_spinning": allow_spinning}
+                           "use_temporal": use_temporal, "optimize_qdq": optimize_qdq, "allow_spinning": allow_spinning,
+                           "optimization_level": optimization_level}
         disabled: list[str] = []
         source: str | bytes = str(self.path)
         self.folded_convs: list[str] = []

@@ -273,3 +273,17 @@ def test_bench_interleaved_times_every_backend_in_one_process(small_model, synth
     assert "speed-up" in capsys.readouterr().out
     int8_model = json.loads(out.read_text())["int8_model"]
     assert read_sidecar(int8_model)["quant_spec"]["quantize_outputs"] is True
+
+
+def test_onnx_optimization_levels_change_speed_not_results(small_onnx, frames) -> None:
+    """``optimization_level`` (tools/int8_study.py times the levels) keeps the graph's arithmetic;
+    an unknown level is refused with the choices."""
+    ref = OnnxEngine(small_onnx, threads=2, **KW)
+    want = [ref.detect(f) for f in frames]
+    for level in ("extended", "basic"):
+        e = OnnxEngine(small_onnx, threads=2, optimization_level=level, **KW)
+        for w, got in zip(want, (e.detect(f) for f in frames)):
+            np.testing.assert_allclose(got.boxes, w.boxes, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(got.scores, w.scores, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="all, extended, basic"):
+        OnnxEngine(small_onnx, optimization_level="fastest")
