@@ -21,11 +21,41 @@ from qdbev_core.runtime.cdr import detection3d_array_cdr, object_velocity_array_
 from qdbev_core.runtime.processor import SetResult
 
 from .autoware import detections_to_objects
-from .conversions import detections_to_markers
+from .conversions import detections_to_markers, detections_to_msg, velocities_to_msg
 from .stage_timing import SetTrace
 from .startup_error import NodeStartupError
 
 __all__ = ["OutputPublishing"]
+
+
+def wire_form_matches(velocity_type=None) -> str | None:
+    """None when ``qdbev_core.runtime.cdr`` writes exactly the messages of the installed
+    ``vision_msgs`` (and ``qdbev_msgs``, given its ``ObjectVelocityArray``), else what differs.
+
+    Checked once at start-up on a few probe boxes: a ROS install whose message definitions differ
+    from the ones the byte writer was made for is then served by the (slower) message objects
+    instead of receiving bytes its subscribers would misread."""
+    import numpy as np
+    from rclpy.serialization import deserialize_message
+
+    from qdbev_core.types import Detections
+
+    boxes = np.array([[1.5, -2.0, 0.8, 4.2, 1.9, 1.6, 0.3, 2.0, -0.5],
+                      [-10.0, 7.5, 1.1, 0.6, 0.7, 1.8, -2.9, 0.0, 0.0]])
+    det = Detections(boxes=boxes, scores=np.array([0.9, 0.25]), labels=np.array([0, 8]),
+                     class_names=("car", "t", "u", "v", "w", "x", "y", "z", "pedestrian"))
+    header = Header(frame_id="base_link", stamp=Time(sec=12, nanosec=345))
+    pairs = [(detection3d_array_cdr, detections_to_msg, Detection3DArray)]
+    if velocity_type is not None:
+        pairs.append((object_velocity_array_cdr, velocities_to_msg, velocity_type))
+    for write, build, msg_type in pairs:
+        try:
+            back = deserialize_message(write(det, 12, 345, "base_link"), msg_type)
+        except Exception as exc:  # noqa: BLE001 - any failure means: do not publish bytes
+            return f"{msg_type.__name__}: the bytes do not deserialize ({type(exc).__name__}: {exc})"
+        if back != build(det, header):
+            return f"{msg_type.__name__}: the bytes deserialize to a different message"
+    return None
 
 
 def _subscribed(publisher) -> bool:
@@ -46,6 +76,12 @@ class OutputPublishing:
         self.pub_time = {k: self.create_publisher(Float64, f"~/debug/processing_time/{k}_ms", 10)
                          for k in ("preprocess", "inference", "postprocess")}
         self.pub_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 10)
+        problem = wire_form_matches(self.pub_vel.msg_type if self.pub_vel is not None else None)
+        self._publish_bytes = problem is None
+        if problem:
+            self.get_logger().warning(
+                f"detections are published as message objects, ~25 ms slower per 300 boxes: the installed message "
+                f"definitions differ from the ones qdbev_core/runtime/cdr.py writes ({problem})")
 
     def _velocity_publisher(self):
         """``~/detections/velocity`` publisher, or ``None`` (one warning) where qdbev_msgs is missing."""
@@ -87,10 +123,15 @@ class OutputPublishing:
         frame = self.p["frame_id"]
         # written straight to their wire form (qdbev_core.runtime.cdr): building rclpy message objects
         # for 300 boxes took ~25 ms, the bytes take ~1 ms; subscribers receive the same messages
-        if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
-            self.pub_vel.publish(object_velocity_array_cdr(det, sec, nanosec, frame))
-        self.pub_det.publish(detection3d_array_cdr(det, sec, nanosec, frame))
         header = Header(frame_id=frame, stamp=Time(sec=sec, nanosec=nanosec))
+        if self._publish_bytes:
+            if self.pub_vel is not None:  # first, so it is there when a consumer sees the detections
+                self.pub_vel.publish(object_velocity_array_cdr(det, sec, nanosec, frame))
+            self.pub_det.publish(detection3d_array_cdr(det, sec, nanosec, frame))
+        else:
+            if self.pub_vel is not None:
+                self.pub_vel.publish(velocities_to_msg(det, header))
+            self.pub_det.publish(detections_to_msg(det, header))
         # the costliest messages to build (~0.1 ms a box in Python) are built only for a subscriber
         if _subscribed(self.pub_objects):
             self.pub_objects.publish(detections_to_objects(det, header, self.p["autoware_obstacle_label"]))

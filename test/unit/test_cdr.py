@@ -59,3 +59,17 @@ def test_half_a_detection_is_refused() -> None:
     bad = Detections(boxes=det.boxes, scores=det.scores[:2], labels=det.labels, class_names=det.class_names)
     with pytest.raises(ValueError, match="inconsistent"):
         detection3d_array_cdr(bad, 0, 0, "base_link")
+
+
+def test_the_node_checks_the_wire_form_against_the_installed_definitions() -> None:
+    """``wire_form_matches`` passes on this install and names the type whose definition differs,
+    so a node on another ROS install falls back to message objects instead of sending bytes its
+    subscribers would misread."""
+    outputs = pytest.importorskip("qdbev_ros.outputs", reason="qdbev_ros needs rclpy")
+    msgs = pytest.importorskip("qdbev_msgs.msg", reason="qdbev_msgs is not built (make setup)")
+    from geometry_msgs.msg import PoseArray
+
+    assert outputs.wire_form_matches() is None
+    assert outputs.wire_form_matches(msgs.ObjectVelocityArray) is None
+    problem = outputs.wire_form_matches(PoseArray)  # another layout under the velocity topic's bytes
+    assert problem is not None and problem.startswith("PoseArray")
