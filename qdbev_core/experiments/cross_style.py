@@ -216,6 +216,14 @@ def format_markdown(result: dict) -> str:
             base = m["scores"]["default"]["nds"]
             cells = [f"{m['scores'][st]['nds'] / base:.2f}" if base > 0 else "n/a" for st in styles[1:]]
             lines.append(f"| `{m['model']}` | " + " | ".join(cells) + " |")
+    if len(result["models"]) > 1:
+        ref = result["models"][0]
+        lines += ["", f"NDS relative to `{ref['model']}` (the first model) on the same split (2.00 = doubled):", "",
+                  "| model | " + " | ".join(styles) + " |", "|---|" + "---|" * len(styles)]
+        for m in result["models"][1:]:
+            cells = [f"{m['scores'][st]['nds'] / ref['scores'][st]['nds']:.2f}" if ref["scores"][st]["nds"] > 0
+                     else "n/a" for st in styles]
+            lines.append(f"| `{m['model']}` | " + " | ".join(cells) + " |")
     for m in result["models"]:
         lines += ["", f"Per-class AP of `{m['model']}`:", "", "| class | " + " | ".join(styles) + " |",
                   "|---|" + "---|" * len(styles)]

@@ -51,3 +51,24 @@ def test_cross_style_rejects_bad_settings(tmp_path: Path) -> None:
         CrossStyleConfig(models=("m",), styles=("default",), dataroots={"dusk": tmp_path})
     with pytest.raises(ValueError, match="at least one model"):
         CrossStyleConfig(models=())
+
+
+def test_markdown_compares_every_model_with_the_first() -> None:
+    """With several models the report divides each one's NDS by the first model's, style by style
+    (issue 21 asks for a doubling on held-out styles), besides each model's own style ratios."""
+    from qdbev_core.experiments.cross_style import format_markdown
+
+    def scores(nds: dict) -> dict:
+        return {st: {"nds": v, "map": v / 2, "class_ap": {c: 0.1 for c in CLASS_NAMES}} for st, v in nds.items()}
+
+    result = {"settings": {"styles": ["default", "dusk"], "scenes": 1, "samples": 2, "image_scale": 0.1, "seed": 3},
+              "splits": {}, "command": None,
+              "models": [{"model": "ref", "scores": scores({"default": 0.50, "dusk": 0.15})},
+                         {"model": "new", "scores": scores({"default": 0.48, "dusk": 0.33})},
+                         {"model": "zero", "scores": scores({"default": 0.40, "dusk": 0.0})}]}
+    md = format_markdown(result)
+    assert "NDS relative to `ref` (the first model)" in md
+    assert "| `new` | 0.96 | 2.20 |" in md and "| `zero` | 0.80 | 0.00 |" in md
+    assert "| `ref` | 0.30 |" in md  # its own dusk / default ratio (the style table)
+    only_one = format_markdown({**result, "models": result["models"][:1]})
+    assert "the first model" not in only_one
