@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from ..data.rig import scaled_intrinsics
 from ..geometry import make_transform
 from ..types import CAMERA_NAMES, Frame
 from .errors import (
@@ -138,15 +139,21 @@ class CameraRig:
         self.intrinsics = np.stack([self.calibrations[n].k for n in self.camera_names])
         self.cam2ego = np.stack([self.calibrations[n].cam2ego for n in self.camera_names])
 
-    def check_image(self, camera: str, image: NDArray[np.uint8]) -> None:
-        """Raise ``ImageSizeMismatchError`` / ``ImageDecodeError`` unless ``image`` fits ``camera``."""
+    def reduced_size(self, camera: str, reduce: int = 1) -> tuple[int, int]:
+        """``(width, height)`` of ``camera``'s image decoded at ``1 / reduce`` (JPEG DCT scaling)."""
+        cal = self.calibrations[camera]
+        return -(-cal.width // reduce), -(-cal.height // reduce)
+
+    def check_image(self, camera: str, image: NDArray[np.uint8], reduce: int = 1) -> None:
+        """Raise ``ImageSizeMismatchError`` / ``ImageDecodeError`` unless ``image`` fits ``camera``
+        (decoded at ``1 / reduce`` of its CameraInfo size)."""
         cal = self.calibrations[camera]
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ImageDecodeError(camera, f"expected an (H, W, 3) uint8 RGB image, got {desc}",
                                    "decode images with decode_raw_image / decode_compressed_image")
         h, w = image.shape[:2]
-        if (w, h) != (cal.width, cal.height):
+        if (w, h) != self.reduced_size(camera, reduce):
             raise ImageSizeMismatchError(
                 camera, f"image is {w}x{h} but its CameraInfo says {cal.width}x{cal.height}",
                 "publish CameraInfo for the size actually sent (after any resize/crop), or fix the "
@@ -155,7 +162,7 @@ class CameraRig:
 
     def assemble(self, images: Mapping[str, NDArray[np.uint8] | None], stamps: Mapping[str, float],
                  ego2global=None, scene: str | None = None, allow_missing: bool = False,
-                 stamp_camera: str | None = None) -> Frame:
+                 stamp_camera: str | None = None, reductions: Mapping[str, int] | None = None) -> Frame:
         """A validated ``Frame`` from per-camera RGB images and stamps (seconds).
 
         Args:
@@ -167,6 +174,9 @@ class CameraRig:
                 ``MissingCameraError`` (at least one camera must be present).
             stamp_camera: camera whose stamp becomes ``Frame.stamp``; default the first camera
                 (``CAM_FRONT``), or the first present one when it is missing.
+            reductions: camera name -> ``f`` for images decoded at ``1 / f`` of their CameraInfo
+                size (``codecs.jpeg_reduction``); their intrinsics in the ``Frame`` are scaled by
+                ``1 / f`` (each pixel covers ``f x f`` of the full image). Default: none.
         """
         present = [n for n in self.camera_names if images.get(n) is not None]
         missing = [n for n in self.camera_names if images.get(n) is None]
@@ -175,19 +185,23 @@ class CameraRig:
                                      "all six cameras are needed (allow_missing_cameras is off)"
                                      if not allow_missing else "no camera delivered an image")
         out = []
-        for n in self.camera_names:
+        intrinsics = self.intrinsics.copy()
+        for i, n in enumerate(self.camera_names):
             img = images.get(n)
             if img is None:
                 cal = self.calibrations[n]
                 img = np.zeros((cal.height, cal.width, 3), dtype=np.uint8)
             else:
-                self.check_image(n, img)
+                f = int((reductions or {}).get(n, 1))
+                self.check_image(n, img, f)
+                if f != 1:
+                    intrinsics[i] = scaled_intrinsics(intrinsics[i], 1.0 / f)
             out.append(img)
         ref = stamp_camera if stamp_camera in present else present[0]
         stamp = float(stamps[ref])
         if not math.isfinite(stamp):
             raise FrameAssemblyError(ref, f"stamp {stamp!r} is not finite", "check the camera driver's clock")
-        return Frame(images=out, intrinsics=self.intrinsics.copy(), cam2ego=self.cam2ego.copy(),
+        return Frame(images=out, intrinsics=intrinsics, cam2ego=self.cam2ego.copy(),
                      stamp=stamp, ego2global=validate_pose(ego2global), scene=scene)
 
 

@@ -3,6 +3,12 @@
 
 ``decode_image_msg`` decodes an image message of either kind; it reads fields only, so rclpy
 messages (the live node) and ``rosbags`` messages (offline replay) go through the same code.
+
+A JPEG much larger than the network input can be decoded at 1/2, 1/4 or 1/8 of its size directly
+(libjpeg's DCT scaling: each output pixel covers ``f x f`` input pixels, so intrinsics scale by
+``1/f`` exactly); ``jpeg_reduction`` picks the factor that keeps the image at least as large as
+the network input. A 1600x900 JPEG for a 352x198 network decodes ~2x faster and needs a ~6x
+cheaper resize afterwards (``docs/BENCHMARKS.md``).
 ``encode_raw_image`` / ``encode_compressed_image`` are the inverse (tests, bag writers).
 """
 
@@ -24,6 +30,7 @@ __all__ = [
     "decode_raw_image",
     "encode_compressed_image",
     "encode_raw_image",
+    "jpeg_reduction",
 ]
 
 RAW_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8")
@@ -110,14 +117,34 @@ def _compressed_kind(fmt: str, buf: NDArray[np.uint8]) -> str | None:
     return None
 
 
-def decode_compressed_image(data, fmt: str = "", camera: str = "camera") -> NDArray[np.uint8]:
+_JPEG_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def jpeg_reduction(image_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
+    """The largest JPEG decode reduction ``f`` in 8, 4, 2 (else 1) whose output,
+    ``ceil(H / f) x ceil(W / f)`` pixels, is still at least ``target_hw`` (H, W) in both
+    dimensions: the resize to the network input then only shrinks, as it would from full size."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    th, tw = int(target_hw[0]), int(target_hw[1])
+    for f in (8, 4, 2):
+        if -(-h // f) >= th and -(-w // f) >= tw:
+            return f
+    return 1
+
+
+def decode_compressed_image(data, fmt: str = "", camera: str = "camera", reduce: int = 1) -> NDArray[np.uint8]:
     """``(H, W, 3)`` uint8 RGB array of a ``sensor_msgs/CompressedImage`` (JPEG or PNG).
 
     ``fmt`` is the message's ``format`` field (``"jpeg"``, ``"png"``, or image_transport's
     ``"bgr8; jpeg compressed bgr8"``); when empty the kind is read from the magic bytes. Grey or
     alpha images are converted to 3-channel RGB. Other formats raise
     ``UnsupportedEncodingError``; undecodable bytes raise ``ImageDecodeError``.
+    ``reduce`` (1, 2, 4 or 8): a JPEG is decoded at ``ceil(H / reduce) x ceil(W / reduce)``
+    pixels (module doc); a PNG always at full size. The caller tells which from the shape.
     """
+    if reduce not in _JPEG_REDUCED:
+        raise ValueError(f"reduce must be one of {sorted(_JPEG_REDUCED)}, got {reduce!r}")
     buf = _as_u8(data)
     kind = _compressed_kind(fmt, buf)
     if kind not in COMPRESSED_FORMATS:
@@ -127,7 +154,7 @@ def decode_compressed_image(data, fmt: str = "", camera: str = "camera") -> NDAr
         )
     if buf.size == 0:
         raise ImageDecodeError(camera, f"empty {kind} payload", "check the camera driver / compression")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(buf, _JPEG_REDUCED[reduce] if kind == "jpeg" else cv2.IMREAD_COLOR)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageDecodeError(camera, f"{buf.size} bytes do not decode as {kind}",
                                "the message is truncated or corrupt")
@@ -165,15 +192,16 @@ def encode_compressed_image(rgb: NDArray[np.uint8], fmt: str = "jpeg", quality: 
     return out.tobytes()
 
 
-def decode_image_msg(msg: Any, camera: str = "camera", copy: bool = True) -> NDArray[np.uint8]:
+def decode_image_msg(msg: Any, camera: str = "camera", copy: bool = True, reduce: int = 1) -> NDArray[np.uint8]:
     """``(H, W, 3)`` uint8 RGB of a ``sensor_msgs/Image`` or ``CompressedImage`` (rclpy or rosbags).
 
     A message with a ``format`` field is a ``CompressedImage``; anything else is read as a raw
     ``Image``. Raises ``UnsupportedEncodingError`` / ``ImageDecodeError`` naming ``camera``.
     ``copy=False``: an unpadded ``rgb8`` image is a read-only view of ``msg.data``
     (``decode_raw_image``); the caller must not change the message while it uses the image.
+    ``reduce``: JPEG decode reduction (``decode_compressed_image``); raw images ignore it.
     """
     if hasattr(msg, "format"):
-        return decode_compressed_image(msg.data, msg.format, camera=camera)
+        return decode_compressed_image(msg.data, msg.format, camera=camera, reduce=reduce)
     return decode_raw_image(msg.data, msg.encoding, msg.width, msg.height, msg.step, camera=camera,
                             is_bigendian=bool(msg.is_bigendian), copy=copy)

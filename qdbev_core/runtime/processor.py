@@ -5,7 +5,9 @@ synchronized set (rclpy or ``rosbags`` messages: only fields are read):
 
 1. decode every image (``codecs.decode_image_msg``; the six in parallel on a small thread pool
    owned by the processor: OpenCV and NumPy release the GIL; same arrays, same first error in
-   camera order as one after the other), look up the ego pose at the reference
+   camera order as one after the other; a JPEG at least twice the network input in both
+   dimensions is decoded at 1/2, 1/4 or 1/8 of its size, ``codecs.jpeg_reduction``, with its
+   intrinsics scaled to match), look up the ego pose at the reference
    camera's stamp (CAM_FRONT, else the first camera present) and assemble the ``Frame``
    (``CameraRig.assemble``); bad input skips the set (``bad_frames``);
 2. time checks against the last processed frame: a stamp going backwards (bag loop, clock reset)
@@ -36,7 +38,7 @@ from numpy.typing import NDArray
 
 from ..types import CAMERA_NAMES, Detections
 from .calibration import CameraRig
-from .codecs import decode_image_msg
+from .codecs import decode_image_msg, jpeg_reduction
 from .errors import FrameAssemblyError
 from .sync import stamp_ns
 from .transforms import validate_pose
@@ -173,10 +175,12 @@ class CameraSetProcessor:
         camera_names: camera order of the sets (model order).
         decode_workers: threads decoding the images of a set; 1 decodes them one after the other in
             the caller's thread; ``None``: ``default_decode_workers``.
+        reduced_jpeg: decode JPEGs much larger than the network input (``engine.cfg.image_size``)
+            at a reduced size (module doc); False: always at full size.
     """
 
     def __init__(self, engine: Any, sink: ProblemSink, camera_names: Sequence[str] = CAMERA_NAMES,
-                 decode_workers: int | None = None) -> None:
+                 decode_workers: int | None = None, reduced_jpeg: bool = True) -> None:
         self.engine = engine
         self.sink = sink
         self.camera_names = tuple(camera_names)
@@ -185,6 +189,8 @@ class CameraSetProcessor:
         self.decode_workers = default_decode_workers(len(self.camera_names)) if decode_workers is None \
             else max(1, int(decode_workers))
         self._pool: ThreadPoolExecutor | None = None
+        input_hw = getattr(getattr(engine, "cfg", None), "image_size", None)
+        self.input_hw: tuple[int, int] | None = tuple(input_hw) if reduced_jpeg and input_hw else None
 
     def close(self) -> None:
         """End the decode threads (idempotent; a later ``process`` starts them again)."""
@@ -192,22 +198,54 @@ class CameraSetProcessor:
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def decode(self, msgs: Sequence[Any]) -> dict[str, Any]:
+    def decode(self, msgs: Sequence[Any], reductions: dict[str, int] | None = None) -> dict[str, Any]:
         """``{camera: RGB array}`` of the messages present (``None`` = missing camera), decoded in
-        parallel when ``decode_workers > 1``.
+        parallel when ``decode_workers > 1``; ``reductions``: camera -> JPEG decode reduction.
 
         Every image is the array ``decode_image_msg`` makes one after the other (an unpadded
         ``rgb8`` image is a read-only view of its message, which the caller keeps unchanged while
         the set is processed). A bad image raises the ``FrameAssemblyError`` of the first bad
         camera in camera order, as a sequential loop would.
         """
-        work = [(cam, msg) for cam, msg in zip(self.camera_names, msgs) if msg is not None]
+        work = [(cam, msg, (reductions or {}).get(cam, 1)) for cam, msg in zip(self.camera_names, msgs)
+                if msg is not None]
         if self.decode_workers == 1 or len(work) < 2:
-            return {cam: decode_image_msg(msg, cam, copy=False) for cam, msg in work}
+            return {cam: decode_image_msg(msg, cam, False, f) for cam, msg, f in work}
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="qdbev_decode")
-        futures = [self._pool.submit(decode_image_msg, msg, cam, False) for cam, msg in work]
-        return {cam: f.result() for (cam, _), f in zip(work, futures)}  # first error in camera order
+        futures = [self._pool.submit(decode_image_msg, msg, cam, False, f) for cam, msg, f in work]
+        return {cam: fut.result() for (cam, _, _), fut in zip(work, futures)}  # first error in camera order
+
+    def jpeg_reductions(self, rig: CameraRig, msgs: Sequence[Any]) -> dict[str, int]:
+        """camera -> JPEG decode reduction for the compressed images of a set (none without an
+        engine input size, or with ``reduced_jpeg`` off)."""
+        if self.input_hw is None:
+            return {}
+        out = {}
+        for cam, msg in zip(self.camera_names, msgs):
+            if msg is not None and hasattr(msg, "format") and cam in rig.calibrations:
+                cal = rig.calibrations[cam]
+                f = jpeg_reduction((cal.height, cal.width), self.input_hw)
+                if f > 1:
+                    out[cam] = f
+        return out
+
+    def _settle_reductions(self, rig: CameraRig, msgs: Sequence[Any], images: dict[str, Any],
+                           reductions: dict[str, int]) -> dict[str, int]:
+        """The reduction each image really has: kept where the decoded size is the reduced
+        CameraInfo size, 1 for an image at full size (a PNG), and for any other size the image is
+        decoded again at full size, so the size check reports the size actually sent."""
+        settled = {}
+        for cam, f in reductions.items():
+            img = images.get(cam)
+            if img is None:
+                continue
+            h, w = img.shape[:2]
+            if (w, h) == rig.reduced_size(cam, f):
+                settled[cam] = f
+            elif (w, h) != rig.reduced_size(cam, 1):
+                images[cam] = decode_image_msg(msgs[self.camera_names.index(cam)], cam, False)
+        return settled
 
     def max_gap_s(self) -> float:
         """Largest forward stamp gap (s) the engine's temporal fusion bridges (else it resets)."""
@@ -233,13 +271,15 @@ class CameraSetProcessor:
         front = msgs[0] if msgs and msgs[0] is not None else (present[0] if present else None)
         result = SetResult(stamp_ns=stamp_ns(front.header.stamp) if front is not None else 0)
         try:
-            images = self.decode(msgs)
+            reductions = self.jpeg_reductions(rig, msgs)
+            images = self.decode(msgs, reductions)
+            reductions = self._settle_reductions(rig, msgs, images, reductions)
             t_decoded = time.perf_counter()
             stamps = {cam: stamp_seconds(msg.header.stamp) for cam, msg in zip(self.camera_names, msgs)
                       if msg is not None}
             ego = self._ego_pose(ego_pose, result.stamp_ns) if front is not None else None
             frame = rig.assemble(images, stamps, ego2global=ego, allow_missing=degraded,
-                                 stamp_camera=self.camera_names[0])
+                                 stamp_camera=self.camera_names[0], reductions=reductions)
         except FrameAssemblyError as exc:
             self.sink.count("bad_frames")
             source = exc.camera if exc.camera in self.camera_names else PIPELINE

@@ -150,9 +150,9 @@ def test_parallel_and_sequential_processors_hand_the_engine_the_same_frame_and_i
 def test_decoding_really_runs_on_the_pool(monkeypatch) -> None:
     threads: list[str] = []
 
-    def spy(msg, camera="camera", copy=True):
+    def spy(msg, camera="camera", copy=True, reduce=1):
         threads.append(threading.current_thread().name)
-        return decode_image_msg(msg, camera, copy)
+        return decode_image_msg(msg, camera, copy, reduce)
 
     monkeypatch.setattr(processor_mod, "decode_image_msg", spy)
     proc = CameraSetProcessor(_Engine(), _Sink(), decode_workers=3)
