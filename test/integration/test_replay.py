@@ -113,11 +113,23 @@ def test_replay_cli_output_bag_and_score(synth_dataroot: Path, tmp_path: Path, c
     assert scored["nd_score"] == summary["nd_score"], text
     assert len(list((tmp_path / "viz").glob("*_bev.png"))) == n and list((tmp_path / "viz").glob("*.mp4"))
 
-    # the bag path hands the model the same frame as the dataset reader (first frame: no history)
+    # the bag path hands the model the same frame as the dataset reader (first frame: no history),
+    # except that its JPEGs, at least twice the network input here, are decoded at a reduced size
+    # with the intrinsics scaled to match (qdbev_core.runtime.codecs.jpeg_reduction)
+    import dataclasses
+
+    from qdbev_core.data.rig import scaled_intrinsics
     from qdbev_core.engine import load_engine
+    from qdbev_core.runtime.codecs import decode_compressed_image, jpeg_reduction
 
     engine = load_engine(str(model), score_threshold=0.0, topk=params.max_detections)
-    direct = engine.detect(reader[scene.first].frame)
+    first = reader[scene.first]
+    f = jpeg_reduction(first.frame.images[0].shape[:2], tuple(engine.cfg.image_size))
+    assert f == 2  # 400x225 images, 64x176 input: the reduced path is what this checks
+    reduced = dataclasses.replace(
+        first.frame, images=[decode_compressed_image(Path(p).read_bytes(), "jpeg", reduce=f) for p in first.image_paths],
+        intrinsics=np.stack([scaled_intrinsics(k, 1.0 / f) for k in first.frame.intrinsics]))
+    direct = engine.detect(reduced)
     replayed = paired.pairs[0][1]  # detections + velocities paired by stamp
     assert len(replayed) == len(direct)
     np.testing.assert_array_equal(replayed.labels, direct.labels)
