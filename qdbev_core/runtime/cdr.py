@@ -55,10 +55,11 @@ def _header(offset: int, sec: int, nanosec: int, frame_id: str) -> bytes:
 def _box_layout(offset_mod8: int, header_len: int, class_id: str) -> struct.Struct:
     """The ``Struct`` of one ``Detection3D`` starting at an offset ``= offset_mod8 (mod 8)``.
 
-    Its fields, in order: ``score``, position ``x y z``, orientation ``x y z w`` (the hypothesis
-    pose), the bbox centre ``x y z`` and ``x y z w``, the size ``x y z``; everything else (headers,
-    the hypothesis count, class name, the zero covariance, the empty id) is constant bytes.
-    ``header_len``: bytes of the detection's header (stamp and frame id, without padding)."""
+    Packed values, in order: the detection's header bytes (stamp and frame id), the hypothesis
+    count (1), the class name as a CDR string, ``score``, the hypothesis pose (position ``x y z``,
+    orientation ``x y z w``), the bbox centre (the same 7 values), the size ``x y z`` and the id's
+    length (1: the empty string's NUL). Alignment and the zero covariance are pad (zero) bytes.
+    ``header_len``: bytes of that header, without padding."""
     fmt = ["<", f"{_pad(offset_mod8, 4)}x", f"{header_len}s"]
     o = offset_mod8 + _pad(offset_mod8, 4) + header_len
     fmt.append(f"{_pad(o, 4)}x")  # results: a sequence of one hypothesis
