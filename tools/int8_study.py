@@ -89,7 +89,7 @@ def graph_files(model: str) -> dict[str, Path]:
             "fp32w": fp32w_onnx(source)}
 
 
-def optimized_op_counts(engine_cls, path: Path, options: dict) -> dict[str, int]:
+def optimized_op_counts(path: Path, options: dict) -> dict[str, int]:
     """Operator types of the graph onnxruntime runs (its optimized model, saved to a temp file)."""
     import onnx
     import onnxruntime as ort
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
                "threads": opts.get("threads", args.threads), "ms_median": round(med, 2),
                "ms_p90": round(percentile(ts, 90), 2), "timed_frames": len(ts),
                "speedup_vs_fp32w": None if ref_ms is None else round(ref_ms / med, 3),
-               "ops": optimized_op_counts(OnnxEngine, files[graph], opts)}
+               "ops": optimized_op_counts(files[graph], opts)}
         if args.profile:
             prof = profile_engine(e, frames[: args.profile], top=8)
             row["profile"] = prof

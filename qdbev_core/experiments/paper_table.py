@@ -462,9 +462,8 @@ def _other_archived_rows(cfg: PaperTableConfig, teacher: dict, fingerprints: dic
             continue
         key = row_archive.archive_key(row_settings(cfg, ROWS[name], teacher, seed), fingerprints)
         archived = row_archive.load_entry(cfg.archive, name, key)
-        if archived is not None and archived["archived"]["file"] == str(f):
+        if archived is not None and archived["archived"]["file"] == str(f):  # f is this experiment's entry
             found.append({**archived, "status": "archived", "this_invocation_s": 0.0})
-            have = have | {(name, seed)}
     return found
 
 

@@ -24,8 +24,10 @@ from qdbev_core.runtime.calibration import CameraCalibration, CameraRig
 from qdbev_core.runtime.codecs import decode_image_msg, decode_raw_image, encode_compressed_image, encode_raw_image
 from qdbev_core.runtime.errors import FrameAssemblyError, ImageDecodeError, UnsupportedEncodingError
 from qdbev_core.runtime.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, prepare_frame
-from qdbev_core.runtime.processor import CameraSetProcessor, OutputLimits, Problem
-from qdbev_core.types import CAMERA_NAMES, Detections
+from qdbev_core.runtime.processor import CameraSetProcessor, OutputLimits
+from qdbev_core.types import CAMERA_NAMES
+
+from processor_stubs import ListSink, RecordingEngine  # noqa: E402 (test/processor_stubs.py)
 
 H, W = 45, 80
 
@@ -84,34 +86,6 @@ def _assert_identical(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -
         assert got[cam].tobytes() == want[cam].tobytes(), cam
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def count(self, name: str) -> None:
-        pass
-
-    def problem(self, problem: Problem) -> None:
-        self.problems.append(problem)
-
-
-class _Engine:
-    """Keeps every frame and what ``prepare_frame`` makes of it."""
-
-    def __init__(self) -> None:
-        self.frames, self.inputs = [], []
-        self.temporal = SimpleNamespace(max_gap_s=1.5)
-        self.last_timing = SimpleNamespace(preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0)
-
-    def reset(self) -> None:
-        pass
-
-    def detect(self, frame) -> Detections:
-        self.frames.append(frame)
-        self.inputs.append(prepare_frame(frame, (32, 48)))
-        return Detections(boxes=np.zeros((1, 9)), scores=np.array([0.9]), labels=np.array([0]))
-
-
 def _rig() -> CameraRig:
     ks, ts = rig_arrays(0.05)
     return CameraRig({n: CameraCalibration.create(n, ks[i], W, H, ts[i]) for i, n in enumerate(CAMERA_NAMES)})
@@ -123,7 +97,7 @@ def _rig() -> CameraRig:
 @pytest.mark.parametrize("workers", [2, 6])
 def test_parallel_decode_gives_the_bytes_of_a_sequential_decode(workers: int) -> None:
     msgs = _mixed_set()
-    proc = CameraSetProcessor(_Engine(), _Sink(), decode_workers=workers)
+    proc = CameraSetProcessor(RecordingEngine(prepare_hw=(32, 48)), ListSink(), decode_workers=workers)
     try:
         _assert_identical(proc.decode(msgs), _sequential(msgs))
         missing = [msgs[0], None, *msgs[2:5], None]  # a degraded set: absent cameras stay absent
@@ -135,8 +109,8 @@ def test_parallel_decode_gives_the_bytes_of_a_sequential_decode(workers: int) ->
 def test_parallel_and_sequential_processors_hand_the_engine_the_same_frame_and_input() -> None:
     runs = []
     for workers in (1, 6):
-        engine = _Engine()
-        proc = CameraSetProcessor(engine, _Sink(), decode_workers=workers)
+        engine = RecordingEngine(prepare_hw=(32, 48))
+        proc = CameraSetProcessor(engine, ListSink(), decode_workers=workers)
         out = proc.process(_rig(), _mixed_set(), OutputLimits(0.05, 300))
         proc.close()
         assert out.detections is not None
@@ -155,7 +129,7 @@ def test_decoding_really_runs_on_the_pool(monkeypatch) -> None:
         return decode_image_msg(msg, camera, copy, reduce)
 
     monkeypatch.setattr(processor_mod, "decode_image_msg", spy)
-    proc = CameraSetProcessor(_Engine(), _Sink(), decode_workers=3)
+    proc = CameraSetProcessor(RecordingEngine(prepare_hw=(32, 48)), ListSink(), decode_workers=3)
     proc.decode(_mixed_set())
     proc.close()
     assert len(threads) == 6 and all(t.startswith("qdbev_decode") for t in threads), threads
@@ -169,7 +143,7 @@ def test_a_bad_image_names_the_first_bad_camera_as_a_sequential_decode_does() ->
     msgs[4].encoding = "mono16"  # also bad, but later in camera order
     with pytest.raises(FrameAssemblyError) as seq:
         _sequential(msgs)
-    proc = CameraSetProcessor(_Engine(), _Sink(), decode_workers=6)
+    proc = CameraSetProcessor(RecordingEngine(prepare_hw=(32, 48)), ListSink(), decode_workers=6)
     try:
         with pytest.raises(ImageDecodeError) as par:
             proc.decode(msgs)
@@ -179,7 +153,7 @@ def test_a_bad_image_names_the_first_bad_camera_as_a_sequential_decode_does() ->
         with pytest.raises(UnsupportedEncodingError) as par:
             proc.decode(msgs)
         assert par.value.camera == CAMERA_NAMES[4]
-        sink = _Sink()
+        sink = ListSink()
         proc.sink = sink
         assert proc.process(_rig(), msgs, OutputLimits(0.05, 300)).skipped == "encoding"
         assert [(p.source, p.kind) for p in sink.problems] == [(CAMERA_NAMES[4], "encoding")]

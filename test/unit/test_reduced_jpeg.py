@@ -15,7 +15,9 @@ from qdbev_core.data.rig import rig_arrays, scaled_intrinsics
 from qdbev_core.runtime.calibration import CameraCalibration, CameraRig
 from qdbev_core.runtime.codecs import decode_compressed_image, encode_compressed_image, jpeg_reduction
 from qdbev_core.runtime.processor import CameraSetProcessor, OutputLimits
-from qdbev_core.types import CAMERA_NAMES, Detections
+from qdbev_core.types import CAMERA_NAMES
+
+from processor_stubs import ListSink, RecordingEngine  # noqa: E402 (test/processor_stubs.py)
 
 FULL_W, FULL_H = 1600, 900
 NET_HW = (198, 352)  # the nano input
@@ -27,34 +29,6 @@ def test_reduction_keeps_the_image_at_least_as_large_as_the_network_input(image_
     f = jpeg_reduction(image_hw, NET_HW)
     assert f == want
     assert -(-image_hw[0] // f) >= NET_HW[0] and -(-image_hw[1] // f) >= NET_HW[1]
-
-
-class _Engine:
-    """Records the frames it is given (the processor's decode path is what is tested here)."""
-
-    def __init__(self, input_hw=NET_HW) -> None:
-        self.cfg = SimpleNamespace(image_size=input_hw)
-        self.frames = []
-        self.temporal = SimpleNamespace(max_gap_s=1.5)
-        self.last_timing = SimpleNamespace(preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0)
-
-    def reset(self) -> None:
-        pass
-
-    def detect(self, frame) -> Detections:
-        self.frames.append(frame)
-        return Detections(boxes=np.zeros((0, 9)), scores=np.zeros(0), labels=np.zeros(0, dtype=int))
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.counts, self.problems = {}, []
-
-    def count(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-
-    def problem(self, p) -> None:
-        self.problems.append(p)
 
 
 def _rig() -> CameraRig:
@@ -88,8 +62,8 @@ def test_a_point_projects_onto_its_pixel_in_the_reduced_image() -> None:
     p_cam = np.array([1.3, -0.4, 12.0])  # metres, CAM_FRONT optical frame
     u, v = (k_full @ p_cam)[:2] / p_cam[2]
     img = _point_image(u, v)
-    engine = _Engine()
-    proc = CameraSetProcessor(engine, _Sink(), decode_workers=2)
+    engine = RecordingEngine(input_hw=NET_HW)
+    proc = CameraSetProcessor(engine, ListSink(), decode_workers=2)
     res = proc.process(rig, [_msg(img, 10**9 + i) for i in range(6)], OutputLimits(0.05, 300))
     assert res.skipped is None
     (frame,) = engine.frames
@@ -108,21 +82,21 @@ def test_a_point_projects_onto_its_pixel_in_the_reduced_image() -> None:
 def test_off_png_and_small_images_decode_at_full_size() -> None:
     rig, img = _rig(), _point_image(800.0, 450.0)
     for reduced, fmt in ((False, "jpeg"), (True, "png")):
-        engine = _Engine()
-        CameraSetProcessor(engine, _Sink(), decode_workers=1, reduced_jpeg=reduced).process(
+        engine = RecordingEngine(input_hw=NET_HW)
+        CameraSetProcessor(engine, ListSink(), decode_workers=1, reduced_jpeg=reduced).process(
             rig, [_msg(img, 10**9 + i, fmt) for i in range(6)], OutputLimits(0.05, 300))
         (frame,) = engine.frames
         assert frame.images[0].shape == (FULL_H, FULL_W, 3), (reduced, fmt)
         np.testing.assert_array_equal(frame.intrinsics, rig.intrinsics)
     # a network input as large as the image: nothing to gain, full size
-    engine = _Engine(input_hw=(600, 1000))
-    CameraSetProcessor(engine, _Sink(), decode_workers=1).process(
+    engine = RecordingEngine(input_hw=(600, 1000))
+    CameraSetProcessor(engine, ListSink(), decode_workers=1).process(
         rig, [_msg(img, 10**9 + i) for i in range(6)], OutputLimits(0.05, 300))
     assert engine.frames[0].images[0].shape == (FULL_H, FULL_W, 3)
 
 
 def test_a_wrong_size_jpeg_is_reported_with_the_size_sent() -> None:
-    rig, sink, engine = _rig(), _Sink(), _Engine()
+    rig, sink, engine = _rig(), ListSink(), RecordingEngine(input_hw=NET_HW)
     small = _point_image(400.0, 225.0, w=800, h=450)  # CameraInfo says 1600 x 900
     msgs = [_msg(_point_image(800.0, 450.0), 10**9 + i) for i in range(6)]
     msgs[2] = _msg(small, 10**9 + 2)
