@@ -18,7 +18,7 @@ from . import train as train_cli
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    train_cli.add_arguments(p)
+    train_cli.add_arguments(p, twin=False)
     p.add_argument("--teacher", required=True, help="full-precision model (manifest name or .safetensors path)")
     p.add_argument("--bits", default="w4a6", help="default weight/activation bits, e.g. w4a6, w8a8 (first conv and final layers stay 8 bit)")
     p.add_argument("--mode", choices=("standard", "progressive", "qdbev"), default="qdbev", help="QAT mode")

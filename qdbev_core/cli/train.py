@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, twin: bool = True) -> None:
+    """The training options; ``twin=False`` leaves out twin-render distillation (``qdbev qat``)."""
     from ..train.config import TrainConfig
 
     d = TrainConfig()
@@ -49,8 +50,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the named model config, e.g. --model-set bev_h=48 "
                    "(VALUE parsed as JSON, else a string); repeatable")
+    if twin:
+        add_twin_arguments(p)
     p.add_argument("--stop-at", type=int, default=None, help="end this invocation after this step (resumable; schedule still spans --steps)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def add_twin_arguments(p: argparse.ArgumentParser) -> None:
+    """``--twin-*``: twin-render distillation (``train.twin_distill``)."""
+    p.add_argument("--twin-teacher", default=None, metavar="MODEL",
+                   help="twin-render distillation: frozen full-precision teacher (manifest name or .safetensors) "
+                   "that sees --twin-dataroot's images of each training sample; its image-view and BEV features "
+                   "are distilled into the student (docs/AUGMENTATION.md)")
+    p.add_argument("--twin-dataroot", type=Path, default=None,
+                   help="the training samples rendered in the teacher's look (qdbev synth with the same arguments "
+                   "and another --style)")
+    p.add_argument("--twin-terms", default="img,bev", help="twin distillation terms: img, bev or img,bev")
+    p.add_argument("--twin-weight", type=float, default=1.0, help="multiplier of the twin distillation loss")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     kw["eval_split"] = kw.get("eval_split") or None
     kw["model_overrides"] = parse_model_sets(args.model_set)
     check_image_aug(kw.get("image_aug", ""))
+    kw["twin_distill"] = twin_distill_config(args)
     cfg = TrainConfig(**kw, command="qdbev " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     metrics = train(cfg, progress=args.progress, stop_at=args.stop_at)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
@@ -93,6 +110,25 @@ def parse_model_sets(items: list[str]) -> dict:
             value = raw
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def twin_distill_config(args: argparse.Namespace):
+    """``TwinDistillConfig`` from the ``--twin-*`` options (``None`` without ``--twin-teacher``);
+    exits with a clear message when half of it is given or the twin dataset is missing."""
+    from ..train.twin_distill import TwinDistillConfig
+
+    if args.twin_teacher is None and args.twin_dataroot is None:
+        return None
+    if args.twin_teacher is None or args.twin_dataroot is None:
+        raise SystemExit("twin distillation needs both --twin-teacher and --twin-dataroot")
+    if not (args.twin_dataroot / args.version).is_dir():
+        raise SystemExit(f"--twin-dataroot {args.twin_dataroot}: no {args.version}/ table folder there; render the "
+                         "training samples in the teacher's look first (qdbev synth, same arguments, other --style)")
+    try:
+        return TwinDistillConfig(teacher=args.twin_teacher, twin_dataroot=args.twin_dataroot,
+                                 terms=args.twin_terms, weight=args.twin_weight)
+    except ValueError as exc:
+        raise SystemExit(f"--twin-*: {exc}") from exc
 
 
 def check_image_aug(names: str) -> None:

@@ -119,6 +119,23 @@ def teacher_forward(teacher: nn.Module, *args, **kwargs) -> dict:
     return teacher(*args, **kwargs)
 
 
+@torch.no_grad()
+def teacher_forward_batch(teacher: nn.Module, batch: dict, img_key: str = "img",
+                          prev_img_key: str = "prev_img") -> dict:
+    """The teacher's output dict on a training batch, temporal like the student's step: the
+    previous frame's BEV comes from the teacher itself (on ``batch[prev_img_key]``) when the batch
+    has a previous frame. ``img_key`` / ``prev_img_key`` pick which images it sees (the batch's
+    own, or e.g. a twin render's ``twin_img``); intrinsics and camera->ego are the batch's."""
+    prev_bev = ego_motion = prev_valid = None
+    if prev_img_key in batch:
+        if teacher.training:
+            teacher.eval()
+        prev_bev, _, _ = teacher.extract_bev(batch[prev_img_key], batch["prev_intrinsics"], batch["prev_cam2ego"])
+        ego_motion, prev_valid = batch["ego_motion"], batch["has_prev"].float()
+    return teacher_forward(teacher, batch[img_key], batch["intrinsics"], batch["cam2ego"], prev_bev, ego_motion,
+                           prev_valid)
+
+
 class ViewGuidedDistillation(nn.Module):
     """The VGD loss; see the module doc. ``model_cfg``: the student's ``ModelConfig`` (or name)."""
 

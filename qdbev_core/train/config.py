@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .qat import QatConfig
+from .twin_distill import TwinDistillConfig
 
 
 @dataclass
@@ -60,10 +61,18 @@ class TrainConfig:
     (BEV-grid parameters resampled; see ``train.warm_start``). Ignored when resuming."""
     qat: QatConfig | None = None
     """Quantization-aware training (``qdbev qat``); ``None`` trains in full precision."""
+    twin_distill: TwinDistillConfig | None = None
+    """Full-precision training with twin-render distillation (``train.twin_distill``); ``None`` = off."""
     command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.twin_distill is not None and self.qat is not None:
+            raise ValueError("twin distillation is a full-precision training option; QAT has its own teacher")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        if self.twin_distill is not None:
+            d["twin_distill"] = self.twin_distill.to_dict()
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
     @classmethod
@@ -72,6 +81,8 @@ class TrainConfig:
         kw = {k: v for k, v in d.items() if k in names}
         if isinstance(kw.get("qat"), dict):
             kw["qat"] = QatConfig(**kw["qat"])
+        if isinstance(kw.get("twin_distill"), dict):
+            kw["twin_distill"] = TwinDistillConfig(**kw["twin_distill"])
         for k in ("dataroot", "out", "eval_dataroot"):
             if kw.get(k) is not None:
                 kw[k] = Path(kw[k])

@@ -60,11 +60,25 @@ def data_config_for(cfg: "TrainConfig", input_hw: tuple[int, int]) -> DataConfig
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """``dataset[(index, seed)]`` -> dict of tensors for one sample (see ``_item``)."""
+    """``dataset[(index, seed)]`` -> dict of tensors for one sample (see ``_item``).
 
-    def __init__(self, reader: NuScenesReader, cfg: DataConfig) -> None:
+    ``twin``: a reader of the *same* samples rendered in another look (same tables, other
+    images; ``qdbev synth`` with the same arguments and another ``--style``). Each item then also
+    carries ``twin_img`` (and ``twin_prev_img``): the twin's images through the same BEV transform
+    and resize / crop / flip as ``img``, without photometric distortion or GridMask, so the
+    intrinsics and camera->ego of ``img`` hold for them too (``train.twin_distill``).
+    """
+
+    def __init__(self, reader: NuScenesReader, cfg: DataConfig, twin: NuScenesReader | None = None) -> None:
         self.reader = reader
         self.cfg = cfg
+        self.twin = twin
+        if twin is not None and list(twin.sample_tokens) != list(reader.sample_tokens):
+            raise ValueError(
+                f"twin dataset {twin.dataroot} (split {twin.split}) does not hold the samples of {reader.dataroot} "
+                f"(split {reader.split}): {len(twin.sample_tokens)} vs {len(reader.sample_tokens)} samples or other "
+                "tokens; render it with `qdbev synth` and the same --seed, --scenes, --samples, --image-scale and "
+                "--val-fraction, changing only --style")
         index = {t: i for i, t in enumerate(reader.sample_tokens)}
         self._prev = [index.get(reader.nusc.get("sample", t)["prev"], -1) for t in reader.sample_tokens]
 
@@ -83,12 +97,16 @@ class DetectionDataset(torch.utils.data.Dataset):
             if prev >= 0:
                 p = self._item(prev, aug, with_gt=False, img_rng=img_rng, geometry_of=item.get("_cam_aug"))
                 item["prev_img"], item["prev_intrinsics"], item["prev_cam2ego"] = p["img"], p["intrinsics"], p["cam2ego"]
+                if "twin_img" in p:
+                    item["twin_prev_img"] = p["twin_img"]
                 # prev->cur motion expressed in the augmented frames: A M A^-1
                 m = aug @ ego_motion(p["_ego2global"], item["_ego2global"]) @ np.linalg.inv(aug)
                 item["ego_motion"] = torch.from_numpy(m.astype(np.float32))
                 item["has_prev"] = torch.tensor(True)
             else:
                 item["prev_img"] = torch.zeros_like(item["img"])
+                if "twin_img" in item:
+                    item["twin_prev_img"] = torch.zeros_like(item["img"])
                 item["prev_intrinsics"], item["prev_cam2ego"] = item["intrinsics"], item["cam2ego"]
                 item["ego_motion"] = torch.eye(4)
                 item["has_prev"] = torch.tensor(False)
@@ -133,10 +151,27 @@ class DetectionDataset(torch.utils.data.Dataset):
         }
         if cam_aug is not None:
             out["_cam_aug"] = cam_aug
+        if self.twin is not None:
+            out["twin_img"] = torch.from_numpy(self._twin_image(index, s, cam_aug))
         if with_gt:
             out["gt_boxes"] = torch.from_numpy(boxes[keep].astype(np.float32))
             out["gt_labels"] = torch.from_numpy(s.gt_labels[keep])
         return out
+
+
+    def _twin_image(self, index: int, sample, cam_aug: list[CameraAugParams] | None) -> np.ndarray:
+        """The twin's ``(6, 3, H, W)`` network image of sample ``index``: the geometry of ``cam_aug``
+        (resize / crop / flip), no photometric distortion or GridMask. Raises if its rig differs."""
+        t = self.twin[index]
+        if not (np.allclose(t.frame.intrinsics, sample.frame.intrinsics)
+                and np.allclose(t.frame.cam2ego, sample.frame.cam2ego)
+                and [im.shape for im in t.frame.images] == [im.shape for im in sample.frame.images]):
+            raise ValueError(f"sample {sample.token}: the twin dataset {self.twin.dataroot} has another camera rig "
+                             "(intrinsics, extrinsics or image size) than the training images")
+        if cam_aug is None:
+            return prepare_frame(t.frame, self.cfg.input_hw).img
+        plain = [replace(p, photometric=None, gridmask=None) for p in cam_aug]
+        return augment_frame(t.frame, self.cfg.input_hw, plain).img
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict:

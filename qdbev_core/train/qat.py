@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..distill import VGDConfig, ViewGuidedDistillation
-from ..distill.vgd import freeze_teacher, teacher_forward
+from ..distill.vgd import freeze_teacher, teacher_forward_batch
 from ..quant import QuantSpec, calibrate, enable_stage, quantize_model, set_quant_enabled
 from .schedule import staged_warmup_cosine, warmup_cosine
 
@@ -137,13 +137,7 @@ class QatRun:
         """VGD terms (scaled by ``distill_weight``) against the teacher on the same inputs."""
         if self.vgd is None:
             return {}
-        prev_bev = ego_motion = prev_valid = None
-        if "prev_img" in batch:
-            with torch.no_grad():
-                prev_bev, _, _ = self.teacher.extract_bev(batch["prev_img"], batch["prev_intrinsics"], batch["prev_cam2ego"])
-            ego_motion, prev_valid = batch["ego_motion"], batch["has_prev"].float()
-        t_out = teacher_forward(self.teacher, batch["img"], batch["intrinsics"], batch["cam2ego"], prev_bev,
-                                ego_motion, prev_valid)
+        t_out = teacher_forward_batch(self.teacher, batch)
         terms = self.vgd(student_out, t_out, batch["intrinsics"], batch["cam2ego"], tuple(batch["img"].shape[-2:]),
                          gt_boxes=[t["boxes"] for t in targets])
         w = self.cfg.distill_weight

@@ -36,6 +36,7 @@ from ..model import BEVDetector, DetectionLoss, ModelConfig, get_config
 from .config import TrainConfig
 from .data import DetectionDataset, collate, data_config_for
 from .qat import QatRun
+from .twin_distill import TwinDistillation
 from .schedule import warmup_cosine
 
 
@@ -97,11 +98,12 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def training_step_losses(model, criterion, batch: dict, temporal: bool, qat: QatRun | None = None) -> dict[str, torch.Tensor]:
+def training_step_losses(model, criterion, batch: dict, temporal: bool, qat: QatRun | None = None,
+                         twin: TwinDistillation | None = None) -> dict[str, torch.Tensor]:
     """Forward + loss for one batch (the previous frame's BEV is computed without gradients).
 
     With ``qat`` using distillation, the VGD terms are added (``vgd`` enters ``loss``; the
-    per-view terms are reported alongside).
+    per-view terms are reported alongside); likewise ``twin_vgd`` with twin-render distillation.
     """
     core = model.module if hasattr(model, "module") else model
     prev_bev = ego_motion = prev_valid = None
@@ -117,6 +119,10 @@ def training_step_losses(model, criterion, batch: dict, temporal: bool, qat: Qat
         extra = qat.distillation_losses(out, batch, targets)
         losses.update(extra)
         losses["loss"] = losses["loss"] + extra["vgd"]
+    if twin is not None:
+        extra = twin.losses(out, batch, targets)
+        losses.update(extra)
+        losses["loss"] = losses["loss"] + extra["twin_vgd"]
     return losses
 
 
@@ -131,6 +137,7 @@ class _Run:
     model_cfg: ModelConfig
     model: BEVDetector
     qat: QatRun | None
+    twin: TwinDistillation | None
     criterion: DetectionLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -188,7 +195,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             last.update(row)
         if step % cfg.ckpt_every == 0 or step == end:
             _save_checkpoint(run.model, run.optimizer, run.scheduler, step, cfg, run.model_cfg, run.ckpt_path,
-                             run.rank, run.world, last, run.qat)
+                             run.rank, run.world, last, run.qat, run.twin)
         if run.rank == 0 and cfg.eval_split and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
             _evaluate_at(run, step, metrics_path, last, progress)
     bar.close()
@@ -229,6 +236,7 @@ def _build_run(cfg: TrainConfig) -> _Run:
     model_cfg = _model_config(cfg)
     model = BEVDetector(model_cfg).to(device)
     qat = QatRun(cfg.qat, model, cfg.steps, device) if cfg.qat is not None else None
+    twin = TwinDistillation(cfg.twin_distill, model_cfg, device) if cfg.twin_distill is not None else None
     criterion = DetectionLoss(model_cfg)
     optimizer = build_optimizer(model, cfg)
     if qat is not None:  # progressive QAT: a warm-up and decay per stage
@@ -238,8 +246,10 @@ def _build_run(cfg: TrainConfig) -> _Run:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
     reader = NuScenesReader(cfg.dataroot, cfg.version, split=cfg.split)
-    dataset = DetectionDataset(reader, data_config_for(cfg, tuple(model_cfg.image_size)))
-    return _Run(cfg=cfg, rank=rank, world=world, device=device, model_cfg=model_cfg, model=model, qat=qat,
+    twin_reader = (NuScenesReader(cfg.twin_distill.twin_dataroot, cfg.version, split=cfg.split)
+                   if cfg.twin_distill is not None else None)
+    dataset = DetectionDataset(reader, data_config_for(cfg, tuple(model_cfg.image_size)), twin=twin_reader)
+    return _Run(cfg=cfg, rank=rank, world=world, device=device, model_cfg=model_cfg, model=model, qat=qat, twin=twin,
                 criterion=criterion, optimizer=optimizer, scheduler=scheduler, dataset=dataset)
 
 
@@ -297,9 +307,9 @@ def _optimizer_step(run: _Run, net: torch.nn.Module, batch: dict, step: int,
     cfg = run.cfg
     if autocast is not None:
         with autocast:
-            losses = training_step_losses(net, run.criterion, batch, cfg.temporal, run.qat)
+            losses = training_step_losses(net, run.criterion, batch, cfg.temporal, run.qat, run.twin)
     else:
-        losses = training_step_losses(net, run.criterion, batch, cfg.temporal, run.qat)
+        losses = training_step_losses(net, run.criterion, batch, cfg.temporal, run.qat, run.twin)
     loss = losses["loss"]
     if not torch.isfinite(loss):
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -346,7 +356,7 @@ def evaluate_model(model: BEVDetector, cfg: TrainConfig, out_dir: Path, progress
 
 
 def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Path, rank: int, world: int, last: dict,
-                     qat: QatRun | None = None) -> None:
+                     qat: QatRun | None = None, twin: TwinDistillation | None = None) -> None:
     """Write ``checkpoints/last.pt`` (full state) and ``model.safetensors`` + sidecar.
 
     At the last step of a QAT run the packed low-bit file is written first: packing rounds the
@@ -365,6 +375,8 @@ def _save_checkpoint(model, optimizer, scheduler, step, cfg, model_cfg, path: Pa
         "train": cfg.to_dict(), "command": cfg.command, "data": {"dataroot": str(cfg.dataroot), "version": cfg.version,
                                                                "split": cfg.split}, "metrics": dict(last),
     }
+    if twin is not None:
+        meta.update(twin.sidecar())
     if qat is not None:
         meta.update(qat.sidecar())
         if step == cfg.steps:
