@@ -52,7 +52,7 @@ distclean: clean
 #   nano-train -> nano-vel-train -> nano-xl-train -> nano-enc2-train -> nano-yaw-train (~9 h on 2 cores)
 #   nano-aug-train     nano-fp32-yaw fine-tuned on domain-randomised scenes with image augmentation
 #   nano-aug2-train    the same with photometric + GridMask only, lr 1e-4, 1500 steps
-#   nano-twin-train    nano-aug2-train plus twin-render distillation from nano-fp32-yaw
+#   nano-twin-train    the aug2 recipe on the seed-4 scenes restyled, plus twin-render distillation
 #   make paper-table   the QD-BEV table (several seeds) and the default model's run
 NANO_TRAIN_DATA ?= data/synth-train
 NANO_VAL_DATA ?= data/synth-val
@@ -82,7 +82,7 @@ NANO_YAW = $(NANO_FINETUNE) --model-set enc_layers=2 --model-set yaw_loss=axis_d
 
 .PHONY: eval nano-w4a6-eval nano-data nano-val-data nano-score-data nano-fresh-data nano-xl-data nano-s4-data \
   nano-train nano-vel-train nano-xl-train nano-enc2-train nano-yaw-train nano-mix-data nano-aug-train nano-aug2-train \
-  nano-mix-twin-data nano-twin-train
+  nano-s4-mix-data nano-twin-train
 
 MODEL ?= nano-w4a6-qdbev
 BACKEND ?= onnxruntime
@@ -170,19 +170,23 @@ nano-aug2-train: nano-val-data nano-mix-data
 	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_MIX_DATA) --out $(NANO_AUG2_RUN) \
 	  --steps 1500 --eval-every 750 --image-aug photometric,gridmask --lr 1e-4
 
-# third recipe: the aug2 recipe plus twin-render distillation: nano-fp32-yaw, frozen, sees each
-# training sample rendered in the default look (the same 120 seed-6 scenes, --style default) and
-# its image-view and BEV features are distilled into the student (qdbev_core/train/twin_distill.py)
-NANO_MIX_TWIN_DATA ?= data/synth-train-mix6-twin
+# third recipe: the aug2 recipe plus twin-render distillation on the teacher's own scenes: the
+# seed-4 scenes of nano-s4-data restyled (random-mix), and nano-fp32-yaw, frozen, sees each sample
+# in the default look (nano-s4-data itself) and its image-view and BEV features are distilled into
+# the student (qdbev_core/train/twin_distill.py). NANO_TWIN_DATA / NANO_TWIN_OF pick other twins
+# (e.g. NANO_TWIN_DATA=$(NANO_MIX_DATA) NANO_TWIN_OF=data/synth-train-mix6-twin, the first try).
+NANO_S4_MIX_DATA ?= data/synth-train-s4-mix
+NANO_TWIN_DATA ?= $(NANO_S4_MIX_DATA)
+NANO_TWIN_OF ?= $(NANO_S4_DATA)
 NANO_TWIN_RUN ?= runs/nano-fp32-twin
-nano-mix-twin-data: setup
-	test -f $(NANO_MIX_TWIN_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_MIX_TWIN_DATA) \
-	  --scenes 120 --samples 40 --image-scale 0.22 --seed 6 --val-fraction 0.02 --workers 2 --style default
+nano-s4-mix-data: setup
+	test -f $(NANO_S4_MIX_DATA)/v1.0-mini/splits.json || $(VENV)/bin/qdbev synth --out $(NANO_S4_MIX_DATA) \
+	  --scenes 160 --samples 40 --image-scale 0.22 --seed 4 --val-fraction 0.02 --workers 2 --style random-mix
 
-nano-twin-train: nano-val-data nano-mix-data nano-mix-twin-data
-	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_MIX_DATA) --out $(NANO_TWIN_RUN) \
+nano-twin-train: nano-val-data nano-s4-data nano-s4-mix-data
+	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_TWIN_DATA) --out $(NANO_TWIN_RUN) \
 	  --steps 1500 --eval-every 750 --image-aug photometric,gridmask --lr 1e-4 \
-	  --twin-teacher nano-fp32-yaw --twin-dataroot $(NANO_MIX_TWIN_DATA) --twin-weight 0.5
+	  --twin-teacher nano-fp32-yaw --twin-dataroot $(NANO_TWIN_OF) --twin-weight 0.5
 
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
