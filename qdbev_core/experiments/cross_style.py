@@ -76,6 +76,12 @@ class CrossStyleConfig:
             raise ValueError("cross-style: need scenes >= 1 and samples >= 1")
 
 
+def score_dir_name(name: str | None, path: Path, sha: str) -> str:
+    """Folder of a model's cached scores under ``--out``: the manifest name, else the file's stem
+    and the first 8 hex digits of its sha256 (two runs' ``model.safetensors`` must not share one)."""
+    return _safe(name) if name else _safe(f"{path.stem}-{sha[:8]}")
+
+
 def style_label(style: str) -> str:
     """Short name of a style (a ``.json`` file's stem)."""
     return Path(style).stem if style.endswith(".json") else style
@@ -170,7 +176,7 @@ def run_cross_style(cfg: CrossStyleConfig) -> dict:
         for style in cfg.styles:
             label = style_label(style)
             scores[label] = score_style(engine, sha, Path(splits[label]["dataroot"]), cfg,
-                                        cfg.out / _safe(name or path.stem) / label)
+                                        cfg.out / score_dir_name(name, path, sha) / label)
         models.append({"model": name or str(path), "file": str(path), "sha256": sha, "scores": scores})
     result = {
         "settings": {"styles": [style_label(s) for s in cfg.styles], "scenes": cfg.scenes, "samples": cfg.samples,

@@ -25,7 +25,7 @@ def test_cross_style_end_to_end(confident_tiny_model: Path, tmp_path: Path, caps
         s = m["scores"][style]
         assert 0.0 <= s["nds"] <= 1.0 and 0.0 <= s["map"] <= 1.0
         assert set(s["class_ap"]) == set(CLASS_NAMES)
-        assert (out / "tiny" / style / "results.json").is_file()
+        assert (out / f"tiny-{m['sha256'][:8]}" / style / "results.json").is_file()
     # the same scenes in both styles: identical tables
     a, b = data / "default" / "v1.0-mini", data / "dusk" / "v1.0-mini"
     assert (a / "sample_annotation.json").read_bytes() == (b / "sample_annotation.json").read_bytes()
@@ -72,3 +72,13 @@ def test_markdown_compares_every_model_with_the_first() -> None:
     assert "| `ref` | 0.30 |" in md  # its own dusk / default ratio (the style table)
     only_one = format_markdown({**result, "models": result["models"][:1]})
     assert "the first model" not in only_one
+
+
+def test_two_files_with_one_stem_keep_separate_score_caches() -> None:
+    """Two runs' ``model.safetensors`` must not overwrite each other's cached scores."""
+    from qdbev_core.experiments.cross_style import score_dir_name
+
+    a = score_dir_name(None, Path("runs/a/model.safetensors"), "0123456789abcdef")
+    b = score_dir_name(None, Path("runs/b/model.safetensors"), "fedcba9876543210")
+    assert a != b and a.startswith("model-") and "/" not in a
+    assert score_dir_name("nano-fp32-yaw", Path("models/nano-fp32-yaw.safetensors"), "00") == "nano-fp32-yaw"
