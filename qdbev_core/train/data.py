@@ -158,7 +158,6 @@ class DetectionDataset(torch.utils.data.Dataset):
             out["gt_labels"] = torch.from_numpy(s.gt_labels[keep])
         return out
 
-
     def _twin_image(self, index: int, sample, cam_aug: list[CameraAugParams] | None) -> np.ndarray:
         """The twin's ``(6, 3, H, W)`` network image of sample ``index``: the geometry of ``cam_aug``
         (resize / crop / flip), no photometric distortion or GridMask. Raises if its rig differs."""
