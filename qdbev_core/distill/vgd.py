@@ -126,14 +126,13 @@ def teacher_forward_batch(teacher: nn.Module, batch: dict, img_key: str = "img",
     previous frame's BEV comes from the teacher itself (on ``batch[prev_img_key]``) when the batch
     has a previous frame. ``img_key`` / ``prev_img_key`` pick which images it sees (the batch's
     own, or e.g. a twin render's ``twin_img``); intrinsics and camera->ego are the batch's."""
+    if teacher.training:
+        teacher.eval()
     prev_bev = ego_motion = prev_valid = None
     if prev_img_key in batch:
-        if teacher.training:
-            teacher.eval()
         prev_bev, _, _ = teacher.extract_bev(batch[prev_img_key], batch["prev_intrinsics"], batch["prev_cam2ego"])
         ego_motion, prev_valid = batch["ego_motion"], batch["has_prev"].float()
-    return teacher_forward(teacher, batch[img_key], batch["intrinsics"], batch["cam2ego"], prev_bev, ego_motion,
-                           prev_valid)
+    return teacher(batch[img_key], batch["intrinsics"], batch["cam2ego"], prev_bev, ego_motion, prev_valid)
 
 
 class ViewGuidedDistillation(nn.Module):
