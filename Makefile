@@ -53,6 +53,7 @@ distclean: clean
 #   nano-aug-train     nano-fp32-yaw fine-tuned on domain-randomised scenes with image augmentation
 #   nano-aug2-train    the same with photometric + GridMask only, lr 1e-4, 1500 steps
 #   nano-twin-train    the aug2 recipe on the seed-4 scenes restyled, plus twin-render distillation
+#   nano-style-train   the seed-4 scenes restyled, no image augmentation (ablation)
 #   make paper-table   the QD-BEV table (several seeds) and the default model's run
 NANO_TRAIN_DATA ?= data/synth-train
 NANO_VAL_DATA ?= data/synth-val
@@ -82,7 +83,7 @@ NANO_YAW = $(NANO_FINETUNE) --model-set enc_layers=2 --model-set yaw_loss=axis_d
 
 .PHONY: eval nano-w4a6-eval nano-data nano-val-data nano-score-data nano-fresh-data nano-xl-data nano-s4-data \
   nano-train nano-vel-train nano-xl-train nano-enc2-train nano-yaw-train nano-mix-data nano-aug-train nano-aug2-train \
-  nano-s4-mix-data nano-twin-train
+  nano-s4-mix-data nano-twin-train nano-style-train
 
 MODEL ?= nano-w4a6-qdbev
 BACKEND ?= onnxruntime
@@ -187,6 +188,13 @@ nano-twin-train: nano-val-data nano-s4-data nano-s4-mix-data
 	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_TWIN_DATA) --out $(NANO_TWIN_RUN) \
 	  --steps 1500 --eval-every 750 --image-aug photometric,gridmask --lr 1e-4 \
 	  --twin-teacher nano-fp32-yaw --twin-dataroot $(NANO_TWIN_OF) --twin-weight 0.5
+
+# fourth recipe (ablation): the same restyled seed-4 scenes with no image augmentation at all
+# (BEV rotation/flip only): does the style variety of the data alone keep the default look?
+NANO_STYLE_RUN ?= runs/nano-fp32-style
+nano-style-train: nano-val-data nano-s4-mix-data
+	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_S4_MIX_DATA) --out $(NANO_STYLE_RUN) \
+	  --steps 1500 --eval-every 750 --lr 1e-4
 
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).
