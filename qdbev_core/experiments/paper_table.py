@@ -321,42 +321,53 @@ def _run_qdbev(argv: list[str], ddp_procs: int) -> None:
         raise RuntimeError(f"`qdbev {shlex.join(argv)}` failed with exit code {rc}")
 
 
-def _train_wall_s(metrics_csv: Path, log_every: int) -> float:
-    """Training-loop seconds (periodic evaluations included) from the ``s_per_step`` column."""
-    from ..train.trainer import read_metrics
-
-    if not metrics_csv.is_file():
-        return 0.0
-    return float(sum(float(r["s_per_step"]) * log_every for r in read_metrics(metrics_csv) if r.get("s_per_step")))
-
-
 def read_curves(metrics_csv: Path) -> dict[str, list]:
-    """Loss per logged step (total, detection = total - VGD, VGD terms) and NDS / mAP per evaluation."""
+    """Loss per logged step (total, detection = total - VGD, VGD terms), seconds per step, and NDS / mAP per
+    evaluation. A step logged twice (a run resumed from an older checkpoint) keeps its last row: the one on
+    the path to the final model."""
     from ..train.trainer import read_metrics
 
     c: dict[str, list] = {"step": [], "loss": [], "det_loss": [], "vgd": [], "vgd_img": [], "vgd_bev": [],
-                          "lr": [], "eval_step": [], "nds": [], "map": []}
+                          "lr": [], "s_per_step": [], "eval_step": [], "nds": [], "map": []}
     if not metrics_csv.is_file():
         return c
+    logged: dict[int, dict] = {}
+    evals: dict[int, dict] = {}
     for r in read_metrics(metrics_csv):
         if r.get("loss"):
-            loss = float(r["loss"])
-            vgd = float(r["vgd"]) if r.get("vgd") else None
-            c["step"].append(int(r["step"]))
-            c["loss"].append(loss)
-            c["det_loss"].append(loss - (vgd or 0.0))
-            c["vgd"].append(vgd)
-            c["vgd_img"].append(float(r["vgd_img"]) if r.get("vgd_img") else None)
-            c["vgd_bev"].append(float(r["vgd_bev"]) if r.get("vgd_bev") else None)
-            c["lr"].append(float(r["lr"]) if r.get("lr") else None)
+            logged[int(r["step"])] = r
         if r.get("nds"):
-            c["eval_step"].append(int(r["step"]))
-            c["nds"].append(float(r["nds"]))
-            c["map"].append(float(r["map"]))
+            evals[int(r["step"])] = r
+    opt = lambda r, k: float(r[k]) if r.get(k) else None  # noqa: E731
+    for step in sorted(logged):
+        r = logged[step]
+        loss, vgd = float(r["loss"]), opt(r, "vgd")
+        c["step"].append(step)
+        c["loss"].append(loss)
+        c["det_loss"].append(loss - (vgd or 0.0))
+        c["vgd"].append(vgd)
+        c["vgd_img"].append(opt(r, "vgd_img"))
+        c["vgd_bev"].append(opt(r, "vgd_bev"))
+        c["lr"].append(opt(r, "lr"))
+        c["s_per_step"].append(opt(r, "s_per_step"))
+    for step in sorted(evals):
+        c["eval_step"].append(step)
+        c["nds"].append(float(evals[step]["nds"]))
+        c["map"].append(float(evals[step]["map"]))
     if not any(v is not None for v in c["vgd"]):
         for k in ("vgd", "vgd_img", "vgd_bev"):
             c[k] = []
     return c
+
+
+def median_s_per_step(curves: dict[str, list]) -> float | None:
+    """Median seconds per training step over the logged steps (None if none were timed). Unlike the sum it
+    is not moved by a paused process, a resume or the few steps that include an evaluation."""
+    xs = sorted(x for x in curves.get("s_per_step", []) if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
 def score_file(path: Path, cfg: PaperTableConfig, out_dir: Path) -> dict:
@@ -556,6 +567,7 @@ def _row_result(cfg: PaperTableConfig, spec: RowSpec, teacher: dict, argv: list[
     d = cfg.run_dir(spec.name, seed) if seed is not None else None
     tp = score.get("tp_errors", {})
     curves = read_curves(d / "metrics.csv") if d is not None else read_curves(Path("/nonexistent"))
+    pace = median_s_per_step(curves)
     train_eval = None
     if curves["eval_step"] and curves["eval_step"][-1] == cfg.steps:
         train_eval = curves["nds"][-1]
@@ -568,7 +580,8 @@ def _row_result(cfg: PaperTableConfig, spec: RowSpec, teacher: dict, argv: list[
         "mate": tp.get("trans_err"), "mase": tp.get("scale_err"), "maoe": tp.get("orient_err"),
         "mave": tp.get("vel_err"), "maae": tp.get("attr_err"), "score_note": score.get("note", ""),
         "train_final_eval_nds": train_eval,
-        "train_wall_s": _train_wall_s(d / "metrics.csv", cfg.log_every) if d is not None else 0.0,
+        "train_s_per_step": pace,
+        "train_time_s": 0.0 if d is None else (pace * cfg.steps if pace is not None else None),
         "score_wall_s": score.get("wall_s", 0.0),
         "this_invocation_s": run_s,
         "curves": curves,
@@ -589,6 +602,12 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def _mean_known(xs: list[float | None]) -> float | None:
+    """Mean of the values that are not None (None if there are none)."""
+    known = [x for x in xs if x is not None]
+    return sum(known) / len(known) if known else None
+
+
 def summarize_rows(rows: list[dict]) -> list[dict]:
     """Per row (table order): seeds, mean and std over seeds of every metric, size and ratio."""
     out = []
@@ -597,7 +616,7 @@ def summarize_rows(rows: list[dict]) -> list[dict]:
         agg: dict[str, Any] = {"row": name, "label": rs[0]["label"], "mode": rs[0]["mode"], "bits": rs[0]["bits"],
                                "seeds": [r.get("seed") for r in rs], "n": len(rs),
                                "size_mb": rs[0]["size_mb"], "ratio": rs[0].get("ratio"),
-                               "train_wall_s": sum(r["train_wall_s"] for r in rs) / len(rs),
+                               "train_time_s": _mean_known([r.get("train_time_s") for r in rs]),
                                "score_wall_s": sum(r["score_wall_s"] for r in rs) / len(rs)}
         for k in METRICS:
             vals = [r[k] for r in rs if r.get(k) is not None]
@@ -668,8 +687,12 @@ def _dur(s: float) -> str:
     return f"{s / 3600:.2f} h" if s >= 5400 else (f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s")
 
 
+def _dur_or_na(s: float | None) -> str:
+    return "n/a" if s is None else _dur(s)
+
+
 TABLE_HEADER = ("| row | mode | bits | seeds | NDS | mAP | mATE | mAOE | mAVE | size MB | ratio "
-                "| paper NDS (nuScenes, Tiny) | wall per seed (train + score) |")
+                "| paper NDS (nuScenes, Tiny) | time per seed (train + score) |")
 
 
 def _pm(m: float | None, sd: float | None, nd: int = 4) -> str:
@@ -691,7 +714,7 @@ def table_lines(result: dict) -> list[str]:
             f"| {r['row']} | {r['label']} | {r['bits']} | {seeds} | {_pm(r['nds'], r['nds_std'])} "
             f"| {_pm(r['map'], r['map_std'])} | {_f(r['mate'])} | {_f(r['maoe'])} | {_f(r['mave'])} "
             f"| {_f(r['size_mb'], 3)} | {_f(r['ratio'], 2)} | {pp} "
-            f"| {_dur(r['train_wall_s'])} + {_dur(r['score_wall_s'])} |")
+            f"| {_dur_or_na(r.get('train_time_s', 0.0))} + {_dur(r['score_wall_s'])} |")
     return lines
 
 
@@ -770,7 +793,9 @@ def _results_lines(result: dict) -> list[str]:
         "± is the sample standard deviation over seeds. Size: the model file on disk in 10^6 bytes (packed low-bit "
         "`model.packed.safetensors` for quantized rows: 4-bit weights two per byte, per-channel scales; fp32 "
         f"`safetensors` otherwise; sidecar JSON not counted). Ratio: {result['size_reference']} size / this row's "
-        "size. Wall: training loop incl. periodic evaluations (from metrics.csv) + final scoring, mean per seed.",
+        "size. Time: median seconds per logged training step (metrics.csv) x steps + final scoring, mean per seed; "
+        "the median is not moved by the pauses and resumes of a table completed over several sittings, and the "
+        "periodic evaluations are not in it. 2-core CPU, shared machine.",
         "",
         "Rows: "
         + ("**fp32** = the teacher fine-tuned in full precision for the same steps at the same learning rate "

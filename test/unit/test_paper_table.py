@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from qdbev_core.cli.main import main as qdbev_main
-from qdbev_core.experiments.paper_table import paired_differences, summarize_rows
+from qdbev_core.experiments.paper_table import median_s_per_step, paired_differences, read_curves, summarize_rows
 
 
 ROWS = "fp32,qdbev-progressive,w8a8"
@@ -205,10 +205,26 @@ def test_paired_differences_call_noise_by_a_paired_t_interval() -> None:
     one = paired_differences(runs("standard", [0.4]) + runs("qdbev", [0.5]))
     assert one[0]["std"] is None and one[0]["verdict"] == "one seed: no noise estimate"
     s = {r["row"]: r for r in summarize_rows([{**r, "label": "x", "mode": "m", "bits": "w4a6", "size_mb": 1.0,
-                                               "train_wall_s": 0.0, "score_wall_s": 0.0} for r in rows])}
+                                               "train_time_s": 60.0, "score_wall_s": 0.0} for r in rows])}
     assert s["standard"]["n"] == 3 and s["standard"]["seeds"] == [0, 1, 2]
     assert s["standard"]["nds"] == pytest.approx(sum([0.40, 0.45, 0.42]) / 3)
     assert s["standard"]["nds_std"] == pytest.approx(float(np.std([0.40, 0.45, 0.42], ddof=1)))
+    assert s["standard"]["train_time_s"] == pytest.approx(60.0)
+
+
+def test_curves_of_a_resumed_and_paused_run(tmp_path: Path) -> None:
+    """A run resumed from its step-20 checkpoint logs steps 30-40 again: the curve keeps the rows of the
+    resumed run, and the time per step is the median, not moved by a SIGSTOP pause (745 s) or an evaluation."""
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("step,lr,s_per_step,loss,nds,map\n"
+                   "10,1e-4,2.0,9.0,,\n20,1e-4,2.1,8.0,,\n30,1e-4,745.0,7.5,,\n40,1e-4,2.2,7.0,,\n"
+                   "30,1e-4,1.9,7.4,,\n40,1e-4,15.0,6.9,,\n40,,,,0.41,0.30\n50,1e-4,2.0,6.5,,\n")
+    c = read_curves(csv)
+    assert c["step"] == [10, 20, 30, 40, 50]
+    assert c["loss"] == pytest.approx([9.0, 8.0, 7.4, 6.9, 6.5])
+    assert c["eval_step"] == [40] and c["nds"] == pytest.approx([0.41])
+    assert median_s_per_step(c) == pytest.approx(2.0)
+    assert median_s_per_step(read_curves(tmp_path / "missing.csv")) is None
 
 
 def test_archive_key_follows_the_data_not_its_path(tmp_path: Path) -> None:
