@@ -60,6 +60,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -321,6 +322,11 @@ def _run_qdbev(argv: list[str], ddp_procs: int) -> None:
         raise RuntimeError(f"`qdbev {shlex.join(argv)}` failed with exit code {rc}")
 
 
+def _opt_float(row: dict, key: str) -> float | None:
+    """A metrics.csv cell as a float (None where the row leaves it empty)."""
+    return float(row[key]) if row.get(key) else None
+
+
 def read_curves(metrics_csv: Path) -> dict[str, list]:
     """Loss per logged step (total, detection = total - VGD, VGD terms), seconds per step, and NDS / mAP per
     evaluation. A step logged twice (a run resumed from an older checkpoint) keeps its last row: the one on
@@ -338,18 +344,17 @@ def read_curves(metrics_csv: Path) -> dict[str, list]:
             logged[int(r["step"])] = r
         if r.get("nds"):
             evals[int(r["step"])] = r
-    opt = lambda r, k: float(r[k]) if r.get(k) else None  # noqa: E731
     for step in sorted(logged):
         r = logged[step]
-        loss, vgd = float(r["loss"]), opt(r, "vgd")
+        loss, vgd = float(r["loss"]), _opt_float(r, "vgd")
         c["step"].append(step)
         c["loss"].append(loss)
         c["det_loss"].append(loss - (vgd or 0.0))
         c["vgd"].append(vgd)
-        c["vgd_img"].append(opt(r, "vgd_img"))
-        c["vgd_bev"].append(opt(r, "vgd_bev"))
-        c["lr"].append(opt(r, "lr"))
-        c["s_per_step"].append(opt(r, "s_per_step"))
+        c["vgd_img"].append(_opt_float(r, "vgd_img"))
+        c["vgd_bev"].append(_opt_float(r, "vgd_bev"))
+        c["lr"].append(_opt_float(r, "lr"))
+        c["s_per_step"].append(_opt_float(r, "s_per_step"))
     for step in sorted(evals):
         c["eval_step"].append(step)
         c["nds"].append(float(evals[step]["nds"]))
@@ -363,11 +368,8 @@ def read_curves(metrics_csv: Path) -> dict[str, list]:
 def median_s_per_step(curves: dict[str, list]) -> float | None:
     """Median seconds per training step over the logged steps (None if none were timed). Unlike the sum it
     is not moved by a paused process, a resume or the few steps that include an evaluation."""
-    xs = sorted(x for x in curves.get("s_per_step", []) if x is not None)
-    if not xs:
-        return None
-    n = len(xs)
-    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+    xs = [x for x in curves.get("s_per_step", []) if x is not None]
+    return float(statistics.median(xs)) if xs else None
 
 
 def score_file(path: Path, cfg: PaperTableConfig, out_dir: Path) -> dict:
