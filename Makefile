@@ -83,7 +83,7 @@ NANO_YAW = $(NANO_FINETUNE) --model-set enc_layers=2 --model-set yaw_loss=axis_d
 
 .PHONY: eval nano-w4a6-eval nano-data nano-val-data nano-score-data nano-fresh-data nano-xl-data nano-s4-data \
   nano-train nano-vel-train nano-xl-train nano-enc2-train nano-yaw-train nano-mix-data nano-aug-train nano-aug2-train \
-  nano-s4-mix-data nano-twin-train nano-style-train
+  nano-s4-mix-data nano-twin-train nano-style-train nano-photo-train nano-photo-mild-train
 
 MODEL ?= nano-w4a6-qdbev
 BACKEND ?= onnxruntime
@@ -195,6 +195,18 @@ NANO_STYLE_RUN ?= runs/nano-fp32-style
 nano-style-train: nano-val-data nano-s4-mix-data
 	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_S4_MIX_DATA) --out $(NANO_STYLE_RUN) \
 	  --steps 1500 --eval-every 750 --lr 1e-4
+
+# fifth / sixth recipes (ablation): the style recipe plus photometric distortion without GridMask,
+# at BEVFormer's strength (photometric) or half of it without the channel swap (photometric-mild)
+NANO_PHOTO_RUN ?= runs/nano-fp32-photo
+NANO_PHOTO_MILD_RUN ?= runs/nano-fp32-photo-mild
+nano-photo-train: nano-val-data nano-s4-mix-data
+	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_S4_MIX_DATA) --out $(NANO_PHOTO_RUN) \
+	  --steps 1500 --eval-every 750 --lr 1e-4 --image-aug photometric
+
+nano-photo-mild-train: nano-val-data nano-s4-mix-data
+	$(NANO_YAW) --init-from nano-fp32-yaw --dataroot $(NANO_S4_MIX_DATA) --out $(NANO_PHOTO_MILD_RUN) \
+	  --steps 1500 --eval-every 750 --lr 1e-4 --image-aug photometric-mild
 
 # ---------------------------------------------------------------------------------------------
 # The paper's table on SynthScenes (long job: not part of `make test`; rerun to resume / reuse).

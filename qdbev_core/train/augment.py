@@ -72,7 +72,8 @@ def sample_bev_transform(cfg: BevAugmentConfig, rng: np.random.Generator) -> NDA
 # So ``project(K', cam2ego', p) = T(project(K, cam2ego, p))`` for every ego point p, where T is the
 # same pixel map the image went through. The 3D boxes do not change.
 
-IMAGE_AUG_NAMES = ("photometric", "gridmask", "resize-crop-flip")
+IMAGE_AUG_NAMES = ("photometric", "photometric-mild", "gridmask", "resize-crop-flip")
+"""Names ``--image-aug`` accepts; ``all`` = every one but ``photometric-mild`` (one photometric step at most)."""
 
 
 @dataclass
@@ -91,6 +92,13 @@ class PhotometricConfig:
     saturation_range: tuple[float, float] = (0.5, 1.5)
     hue_delta_deg: float = 18.0
     channel_swap_prob: float = 0.5
+
+    @classmethod
+    def mild(cls) -> "PhotometricConfig":
+        """Half of BEVFormer's ranges and no channel swap (``--image-aug photometric-mild``): a
+        colour shift small enough that the class colours stay what they are."""
+        return cls(brightness_delta=16.0, contrast_range=(0.75, 1.25), saturation_range=(0.75, 1.25),
+                   hue_delta_deg=9.0, channel_swap_prob=0.0)
 
 
 @dataclass
@@ -123,16 +131,21 @@ class ImageAugConfig:
 
     @classmethod
     def from_names(cls, names: str | list[str] | tuple[str, ...]) -> "ImageAugConfig | None":
-        """Parse ``"photometric,gridmask,resize-crop-flip"`` (or ``"all"``); ``""`` -> ``None``."""
+        """Parse ``"photometric,gridmask,resize-crop-flip"`` (or ``"all"``; ``photometric-mild``
+        instead of ``photometric`` for ``PhotometricConfig.mild``); ``""`` -> ``None``."""
         items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
         if items == ["all"]:
-            items = list(IMAGE_AUG_NAMES)
+            items = [n for n in IMAGE_AUG_NAMES if n != "photometric-mild"]
         bad = [n for n in items if n not in IMAGE_AUG_NAMES]
         if bad:
             raise ValueError(f"unknown image augmentation(s) {bad}; known: {', '.join(IMAGE_AUG_NAMES)} (or 'all')")
+        if "photometric" in items and "photometric-mild" in items:
+            raise ValueError("choose one of 'photometric' and 'photometric-mild', not both")
         if not items:
             return None
-        return cls(photometric=PhotometricConfig() if "photometric" in items else None,
+        photometric = (PhotometricConfig() if "photometric" in items
+                       else PhotometricConfig.mild() if "photometric-mild" in items else None)
+        return cls(photometric=photometric,
                    gridmask=GridMaskConfig() if "gridmask" in items else None,
                    resize_crop_flip=ResizeCropFlipConfig() if "resize-crop-flip" in items else None)
 

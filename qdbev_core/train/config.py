@@ -43,7 +43,7 @@ class TrainConfig:
     """Dataroot of the evaluation split (default: ``dataroot``; e.g. a val set of another seed)."""
     augment: bool = True
     image_aug: str = ""
-    """Per-camera image augmentations, comma-separated: ``photometric``, ``gridmask``,
+    """Per-camera image augmentations, comma-separated: ``photometric`` (or ``photometric-mild``), ``gridmask``,
     ``resize-crop-flip`` (or ``all``); ``""`` = none, the batches of runs made before it existed
     (see ``train.augment.ImageAugConfig``; training only, never at evaluation)."""
     temporal: bool = True

@@ -201,8 +201,28 @@ def test_from_names_and_errors() -> None:
     assert c.photometric is not None and c.gridmask is not None and c.resize_crop_flip is None
     a = ImageAugConfig.from_names("all")
     assert a.photometric and a.gridmask and a.resize_crop_flip
+    assert a.photometric == PhotometricConfig()  # 'all' means the full-strength distortion
     with pytest.raises(ValueError, match="unknown image augmentation.*photometric"):
         ImageAugConfig.from_names("photometric,blur")
+    with pytest.raises(ValueError, match="not both"):
+        ImageAugConfig.from_names("photometric,photometric-mild")
+
+
+def test_mild_photometric_keeps_colours_in_a_narrower_range() -> None:
+    cfg = ImageAugConfig.from_names("photometric-mild").photometric
+    assert cfg == PhotometricConfig.mild()
+    rng = np.random.default_rng(1)
+    draws = [sample_photometric(cfg, rng) for _ in range(300)]
+    assert not any("channels" in d for d in draws)  # never swaps channels
+    assert max(abs(d["brightness"]) for d in draws if "brightness" in d) <= 16.0
+    assert all(0.75 <= d["contrast"] <= 1.25 for d in draws if "contrast" in d)
+    assert all(0.75 <= d["saturation"] <= 1.25 for d in draws if "saturation" in d)
+    assert max(abs(d["hue"]) for d in draws if "hue" in d) <= 9.0
+    # the largest hue shift keeps a red object red (hue stays below orange's ~30 degrees)
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 200
+    hsv = cv2.cvtColor(photometric_distort(red, {"hue": 9.0, "contrast_first": True}) / 255.0, cv2.COLOR_RGB2HSV)
+    assert float(hsv[0, 0, 0]) < 15.0
 
 
 @pytest.fixture(scope="module")
