@@ -950,8 +950,9 @@ def plot_paper_figure(result: dict, png: Path) -> None:
             a.legend(fontsize=7)
         a.grid(alpha=0.3)
     s = result["settings"]
+    plotted = sorted({r["seed"] for r in result["rows"]})  # archived rows included, not only this invocation's
     fig.suptitle(f"QAT modes on SynthScenes (synthetic data): teacher {s['teacher']['name']}, {s['steps']} steps x "
-                 f"batch {s['global_batch']}, seeds {', '.join(map(str, s['seeds']))}", fontsize=9)
+                 f"batch {s['global_batch']}, seeds {', '.join(map(str, plotted))}", fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
