@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser, twin: bool = True) -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="disable BEV rotation/flip augmentation")
     p.add_argument("--image-aug", default=d.image_aug, metavar="NAMES",
                    help="per-camera image augmentation, comma-separated: photometric (BEVFormer's brightness/"
-                   "contrast/saturation/hue/channel swap), photometric-mild (half the ranges, no swap), gridmask, resize-crop-flip (intrinsics and camera->ego "
-                   "updated), or 'all'; default none (training only)")
+                   "contrast/saturation/hue/channel swap), photometric-mild (half the ranges, no swap), gridmask, "
+                   "resize-crop-flip (intrinsics and camera->ego updated), or 'all'; default none (training only)")
     p.add_argument("--no-temporal", dest="temporal", action="store_false", help="train without the previous BEV")
     p.add_argument("--workers", dest="num_workers", type=int, default=d.num_workers, help="data loader processes")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
