@@ -218,10 +218,11 @@ def test_mild_photometric_keeps_colours_in_a_narrower_range() -> None:
     assert all(0.75 <= d["contrast"] <= 1.25 for d in draws if "contrast" in d)
     assert all(0.75 <= d["saturation"] <= 1.25 for d in draws if "saturation" in d)
     assert max(abs(d["hue"]) for d in draws if "hue" in d) <= 9.0
-    # the largest hue shift keeps a red object red (hue stays below orange's ~30 degrees)
+    # the config's largest hue shift keeps a red object red (hue stays below orange's ~30 degrees)
     red = np.zeros((2, 2, 3), np.uint8)
     red[..., 0] = 200
-    hsv = cv2.cvtColor(photometric_distort(red, {"hue": 9.0, "contrast_first": True}) / 255.0, cv2.COLOR_RGB2HSV)
+    shifted = photometric_distort(red, {"hue": cfg.hue_delta_deg, "contrast_first": True})
+    hsv = cv2.cvtColor(shifted / 255.0, cv2.COLOR_RGB2HSV)
     assert float(hsv[0, 0, 0]) < 15.0
 
 
